@@ -1,0 +1,1 @@
+//! Operations plumbing shared by every Plenary subcommand.

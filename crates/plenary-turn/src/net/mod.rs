@@ -1,0 +1,1 @@
+//! IO drivers (filled in by the driver work).

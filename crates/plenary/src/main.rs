@@ -1,0 +1,5 @@
+//! `plenary`: one binary, one subcommand per job.
+
+fn main() {
+    println!("plenary: not yet");
+}
