@@ -2,7 +2,12 @@
 //! (`configs/turn.toml`) or from coturn's `turnserver.conf` syntax.
 
 mod coturn;
+mod coturn_options;
 mod toml_format;
+mod validate;
+
+#[cfg(test)]
+mod tests;
 
 pub use coturn::{parse_coturn, CoturnReport};
 pub use toml_format::parse_toml;
@@ -193,10 +198,26 @@ impl Default for TurnConfig {
     }
 }
 
+impl ConfigError {
+    pub(crate) fn new(
+        file: &str,
+        line: Option<usize>,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        ConfigError {
+            file: file.to_string(),
+            line,
+            message: message.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
 impl TurnConfig {
-    /// Cross-field checks shared by both formats (ports, TLS files present, ...).
+    /// Cross-field checks shared by both formats (ports, TLS files present, ...). File
+    /// existence is left to the driver at start: a config may be checked on another host.
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
-        let _ = file;
-        todo!()
+        validate::check(self, file)
     }
 }

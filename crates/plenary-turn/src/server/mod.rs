@@ -2,7 +2,7 @@
 //! send; it opens no sockets and reads no clock. Relay sockets are opened through the
 //! [`RelayPorts`] the driver passes in, so tests can use a fake.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Instant;
 
@@ -116,5 +116,15 @@ pub struct Stats {
     pub received_bytes: u64,
 }
 
+mod allocation;
+mod auth;
 mod core;
-pub use self::core::{Server, ServerSettings, Shared};
+mod indication;
+mod reply;
+mod requests;
+mod shared;
+#[cfg(test)]
+mod tests;
+
+pub use self::core::Server;
+pub use self::shared::{ServerSettings, Shared};

@@ -8,6 +8,8 @@ pub mod attr;
 pub mod channel_data;
 pub mod integrity;
 mod message;
+#[cfg(test)]
+mod test_vectors;
 mod writer;
 
 pub use message::{Attr, AttrIter, DecodeError, IntegrityCheck, Message};
@@ -24,6 +26,42 @@ pub enum Class {
     Indication,
     Success,
     Error,
+}
+
+impl Class {
+    /// The two class bits (C1 C0) as a number 0..=3.
+    fn bits(self) -> u16 {
+        match self {
+            Class::Request => 0b00,
+            Class::Indication => 0b01,
+            Class::Success => 0b10,
+            Class::Error => 0b11,
+        }
+    }
+
+    fn from_bits(bits: u16) -> Class {
+        match bits & 0b11 {
+            0b00 => Class::Request,
+            0b01 => Class::Indication,
+            0b10 => Class::Success,
+            _ => Class::Error,
+        }
+    }
+}
+
+/// Builds the 14-bit message type: the 12 method bits are split around the class bits
+/// C0 (bit 4) and C1 (bit 8), RFC 8489 §5. Method bits above 12 are dropped.
+pub fn message_type(method: u16, class: Class) -> u16 {
+    let m = method & 0x0fff;
+    let c = class.bits();
+    (m & 0x000f) | ((m & 0x0070) << 1) | ((m & 0x0f80) << 2) | ((c & 0b01) << 4) | ((c & 0b10) << 7)
+}
+
+/// Splits a message type into (method, class); the two top bits are ignored.
+pub fn split_message_type(typ: u16) -> (u16, Class) {
+    let method = (typ & 0x000f) | ((typ & 0x00e0) >> 1) | ((typ & 0x3e00) >> 2);
+    let class = Class::from_bits(((typ >> 4) & 0b01) | ((typ >> 7) & 0b10));
+    (method, class)
 }
 
 /// Method numbers from the IANA STUN registry that Plenary handles.
@@ -74,5 +112,58 @@ pub fn stream_frame_len(head: &[u8]) -> Option<usize> {
         FrameKind::Stun => Some(HEADER_LEN + len),
         FrameKind::ChannelData => Some(4 + ((len + 3) & !3)),
         FrameKind::Other => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_types_match_the_rfc_values() {
+        for (m, c, t) in [
+            (method::BINDING, Class::Request, 0x0001),
+            (method::BINDING, Class::Success, 0x0101),
+            (method::BINDING, Class::Error, 0x0111),
+            (method::ALLOCATE, Class::Request, 0x0003),
+            (method::ALLOCATE, Class::Error, 0x0113),
+            (method::SEND, Class::Indication, 0x0016),
+            (method::DATA, Class::Indication, 0x0017),
+            (method::CHANNEL_BIND, Class::Success, 0x0109),
+            (0x0fff, Class::Error, 0x3fff),
+        ] {
+            assert_eq!(message_type(m, c), t, "{m:#x} {c:?}");
+            assert_eq!(split_message_type(t), (m, c), "{t:#06x}");
+        }
+    }
+
+    #[test]
+    fn every_method_and_class_round_trips() {
+        for m in 0..=0x0fff {
+            for c in [
+                Class::Request,
+                Class::Indication,
+                Class::Success,
+                Class::Error,
+            ] {
+                assert_eq!(split_message_type(message_type(m, c)), (m, c));
+            }
+        }
+    }
+
+    #[test]
+    fn frames_are_classified_and_sized() {
+        assert_eq!(frame_kind(0x00), FrameKind::Stun);
+        assert_eq!(frame_kind(0x40), FrameKind::ChannelData);
+        assert_eq!(frame_kind(0x4f), FrameKind::ChannelData);
+        assert_eq!(frame_kind(0x50), FrameKind::Other);
+        assert_eq!(stream_frame_len(&[0x00, 0x01, 0x00, 0x08]), Some(28));
+        assert_eq!(stream_frame_len(&[0x40, 0x00, 0x00, 0x05]), Some(12));
+        assert_eq!(
+            stream_frame_len(&[0x40, 0x00, 0xff, 0xff]),
+            Some(4 + 0x1_0000)
+        );
+        assert_eq!(stream_frame_len(&[0x80, 0, 0, 0]), None);
+        assert_eq!(stream_frame_len(&[0x00, 0x01, 0x00]), None);
     }
 }
