@@ -29,9 +29,12 @@ fn allocate_request(key: &[u8]) -> Vec<u8> {
     buf[..n].to_vec()
 }
 
-fn write_allocate_success(buf: &mut [u8], key: &[u8]) -> usize {
-    let relayed: SocketAddr = "203.0.113.9:50000".parse().unwrap();
-    let mapped: SocketAddr = "198.51.100.2:41000".parse().unwrap();
+fn write_allocate_success(
+    buf: &mut [u8],
+    key: &[u8],
+    relayed: SocketAddr,
+    mapped: SocketAddr,
+) -> usize {
     let mut w = MessageWriter::new(buf, method::ALLOCATE, Class::Success, &TXID).unwrap();
     w.xor_address(attr::XOR_RELAYED_ADDRESS, relayed).unwrap();
     w.xor_address(attr::XOR_MAPPED_ADDRESS, mapped).unwrap();
@@ -75,8 +78,10 @@ fn stun_codec(c: &mut Criterion) {
     });
 
     let mut out = [0u8; 512];
+    let relayed: SocketAddr = "203.0.113.9:50000".parse().unwrap();
+    let mapped: SocketAddr = "198.51.100.2:41000".parse().unwrap();
     c.bench_function("write_allocate_success", |b| {
-        b.iter(|| write_allocate_success(black_box(&mut out), black_box(&key)))
+        b.iter(|| write_allocate_success(black_box(&mut out), black_box(&key), relayed, mapped))
     });
 
     // One Opus frame's worth of audio (the turn-relay scenario's 160 B).

@@ -1,1 +1,14 @@
-//! Operations plumbing shared by every Plenary subcommand.
+//! Operations plumbing shared by every Plenary subcommand: logging setup, the Prometheus
+//! exporter, Unix signals, and rate-limited logging for network-input errors.
+//!
+//! Nothing here knows about TURN or SFU; the protocol crates depend on this one, never
+//! the other way round.
+
+pub mod logging;
+pub mod metrics;
+pub mod ratelimit;
+pub mod signals;
+
+/// For [`limited_debug!`]: callers need not depend on `tracing` themselves.
+#[doc(hidden)]
+pub use tracing as __tracing;

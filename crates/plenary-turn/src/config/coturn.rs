@@ -7,7 +7,8 @@
 //! and a file without credentials refuses Allocate instead of serving anyone.
 
 use super::coturn_options::{self, Arg, Class, Opt};
-use super::{ConfigError, ExternalIp, StaticUser, TlsConfig, TurnConfig, UserSecret};
+use super::values::{external_ip, parse_key, relative_to, subtract, MULTICAST};
+use super::{ConfigError, ExternalIp, OpsConfig, StaticUser, TlsConfig, TurnConfig, UserSecret};
 use crate::policy::IpRange;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -50,6 +51,8 @@ const COTURN_PROMETHEUS_PORT: u16 = 9641;
 /// are taken relative to its directory, as coturn does. The result is validated.
 pub fn parse_coturn(text: &str, file: &str) -> Result<(TurnConfig, CoturnReport), ConfigError> {
     let mut b = Builder::new(file);
+    // Editors on other systems may leave a byte-order mark.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
         let Some((name, value)) = split_line(raw) else {
@@ -110,14 +113,21 @@ struct Builder<'f> {
     prometheus: bool,
     prometheus_port: u16,
     prometheus_ip: Option<IpAddr>,
+    no_multicast: bool,
 }
 
 impl<'f> Builder<'f> {
     fn new(file: &'f str) -> Self {
-        let mut cfg = TurnConfig::default();
         // coturn sends no SOFTWARE attribute unless asked, and has no metrics unless asked.
-        cfg.software = None;
-        cfg.ops.metrics_addr = None;
+        let defaults = TurnConfig::default();
+        let cfg = TurnConfig {
+            software: None,
+            ops: OpsConfig {
+                metrics_addr: None,
+                ..defaults.ops.clone()
+            },
+            ..defaults
+        };
         Builder {
             file,
             line: 0,
@@ -133,6 +143,7 @@ impl<'f> Builder<'f> {
             prometheus: false,
             prometheus_port: COTURN_PROMETHEUS_PORT,
             prometheus_ip: None,
+            no_multicast: false,
         }
     }
 
@@ -161,7 +172,7 @@ impl<'f> Builder<'f> {
                 Ok(())
             }
             Class::Refused(fix) => Err(self.error(
-                format!("option `{name}` is not supported, and ignoring it would change what the server exposes or who may use it"),
+                format!("option `{name}` is not supported by Plenary, and ignoring it could weaken security or open what this file closes"),
                 fix,
             )),
         }
@@ -197,10 +208,19 @@ impl<'f> Builder<'f> {
                 name,
                 "set to off, but rustls never offers protocols before TLS 1.2",
             ),
-            "no-multicast-peers" => self.report.note(
-                "no-multicast-peers=off",
-                "multicast peers are always refused",
+            "no-multicast-peers" => {
+                self.no_multicast = false;
+                self.report.note(
+                    "no-multicast-peers=off",
+                    "multicast peers stay refused unless allowed-peer-ip names them",
+                )
+            }
+            "no-dtls" => self.report.note("no-dtls=off", "DTLS is never offered"),
+            "no-tcp-relay" => self.report.note(
+                "no-tcp-relay=off",
+                "relays are UDP only (no RFC 6062 TCP relay)",
             ),
+            "no-software-attribute" | "prod" => self.cfg.software = TurnConfig::default().software,
             "verbose" if self.cfg.ops.log_level != "trace" => {
                 self.cfg.ops.log_level = "info".into()
             }
@@ -285,10 +305,10 @@ impl<'f> Builder<'f> {
             "permission-lifetime" => {
                 self.cfg.limits.permission_lifetime = self.required_seconds(name, value, 300)?
             }
-            "no-multicast-peers" | "no-tcp-relay" | "no-dtls" | "no-sslv2" | "no-sslv3"
-            | "no-tlsv1" | "no-tlsv1_1" | "no-cli" | "no-rfc5780" | "fingerprint"
-            | "simple-log" | "no-stdout-log" | "no-auth-pings" | "no-dynamic-ip-list"
-            | "no-dynamic-realms" => {} // Plenary always behaves this way.
+            "no-multicast-peers" => self.no_multicast = true,
+            "no-tcp-relay" | "no-dtls" | "no-sslv2" | "no-sslv3" | "no-tlsv1" | "no-tlsv1_1"
+            | "no-cli" | "no-rfc5780" | "fingerprint" | "simple-log" | "no-stdout-log"
+            | "no-auth-pings" | "no-dynamic-ip-list" | "no-dynamic-realms" => {} // Plenary always behaves this way.
             "no-loopback-peers" => self.cfg.peers.allow_loopback = false,
             "allow-loopback-peers" => self.cfg.peers.allow_loopback = true,
             "allowed-peer-ip" => {
@@ -343,6 +363,13 @@ impl<'f> Builder<'f> {
             }
         }
         self.finish_tls()?;
+        if self.no_multicast {
+            // coturn refuses multicast before looking at allowed-peer-ip; so must we.
+            let allowed = std::mem::take(&mut self.cfg.peers.allowed);
+            self.cfg.peers.allowed = MULTICAST
+                .iter()
+                .fold(allowed, |r, &(lo, hi)| subtract(r, lo, hi));
+        }
         if self.prometheus {
             let ip = match self.prometheus_ip {
                 Some(ip) => ip,
@@ -460,13 +487,12 @@ impl<'f> Builder<'f> {
     }
 
     fn external_ip(&self, value: &str) -> Result<ExternalIp, ConfigError> {
-        let (public, private) = match value.split_once('/') {
-            Some((p, q)) => (p, Some(q)),
-            None => (value, None),
-        };
-        let public = self.ip("external-ip", public)?;
-        let private = private.map(|q| self.ip("external-ip", q)).transpose()?;
-        Ok(ExternalIp { public, private })
+        external_ip(value).map_err(|why| {
+            self.error(
+                format!("`external-ip`: {why}"),
+                "write external-ip=PUBLIC or external-ip=PUBLIC/PRIVATE with IP addresses",
+            )
+        })
     }
 
     fn user(&self, value: &str) -> Result<StaticUser, ConfigError> {
@@ -504,11 +530,7 @@ impl<'f> Builder<'f> {
     }
 
     fn path(&self, value: &str) -> PathBuf {
-        let p = Path::new(value);
-        match Path::new(self.file).parent() {
-            Some(dir) if p.is_relative() && !dir.as_os_str().is_empty() => dir.join(p),
-            _ => p.to_path_buf(),
-        }
+        relative_to(self.file, Path::new(value))
     }
 
     fn log_file(&mut self, value: &str) -> Option<PathBuf> {
@@ -536,15 +558,4 @@ fn cipher_list(value: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(String::from)
         .collect()
-}
-
-fn parse_key(hex: &str) -> Option<[u8; 16]> {
-    if hex.len() != 32 || !hex.is_ascii() {
-        return None;
-    }
-    let mut key = [0u8; 16];
-    for (i, byte) in key.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(key)
 }

@@ -5,6 +5,7 @@ mod coturn;
 mod coturn_options;
 mod toml_format;
 mod validate;
+mod values;
 
 #[cfg(test)]
 mod tests;

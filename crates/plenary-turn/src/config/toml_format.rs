@@ -3,12 +3,13 @@
 //! Every key is optional and falls back to [`TurnConfig::default`], so the defaults live in
 //! one place. Unknown keys are errors: a misspelt security setting must not be skipped.
 
-use super::{ConfigError, ExternalIp, LogFormat, StaticUser, TlsConfig, TurnConfig, UserSecret};
+use super::values::{external_ip, parse_key, relative_to};
+use super::{ConfigError, LogFormat, StaticUser, TlsConfig, TurnConfig, UserSecret};
 use crate::policy::IpRange;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Parses Plenary TOML; unknown keys are errors naming the line. The result is validated.
@@ -179,36 +180,9 @@ impl TryFrom<RawUser> for User {
     }
 }
 
-fn parse_key(k: &str) -> Option<[u8; 16]> {
-    let hex = k.strip_prefix("0x").unwrap_or(k);
-    if hex.len() != 32 || !hex.is_ascii() {
-        return None;
-    }
-    let mut key = [0u8; 16];
-    for (i, byte) in key.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(key)
-}
-
 /// A list entry parsed after deserializing, keeping its span so an error names the
 /// entry's own line rather than the line where the list starts.
 type Item = toml::Spanned<String>;
-
-/// `"PUBLIC"` or `"PUBLIC/PRIVATE"`, as coturn's `external-ip`.
-fn external_ip(s: &str) -> Result<ExternalIp, String> {
-    let bad = || format!("`{s}` is not PUBLIC or PUBLIC/PRIVATE (IP addresses)");
-    let (public, private) = match s.split_once('/') {
-        Some((p, q)) => (p, Some(q)),
-        None => (s, None),
-    };
-    let public = public.trim().parse().map_err(|_| bad())?;
-    let private = match private {
-        Some(q) => Some(q.trim().parse().map_err(|_| bad())?),
-        None => None,
-    };
-    Ok(ExternalIp { public, private })
-}
 
 fn ip_addr(s: &str) -> Result<IpAddr, String> {
     s.trim()
@@ -268,14 +242,6 @@ fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
-/// Paths are relative to the config file, so a config directory can be moved whole.
-fn relative_to(file: &str, p: PathBuf) -> PathBuf {
-    match Path::new(file).parent() {
-        Some(dir) if p.is_relative() && !dir.as_os_str().is_empty() => dir.join(p),
-        _ => p,
-    }
-}
-
 fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
@@ -329,8 +295,8 @@ impl Doc {
         );
 
         c.tls = tls.map(|t| TlsConfig {
-            cert: relative_to(file, t.cert),
-            key: relative_to(file, t.key),
+            cert: relative_to(file, &t.cert),
+            key: relative_to(file, &t.key),
             cipher_list: t.cipher_list,
         });
 

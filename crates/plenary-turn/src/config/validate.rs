@@ -11,12 +11,7 @@ const MAX_REALM_CHARS: usize = 127;
 pub(super) fn check(c: &TurnConfig, file: &str) -> Result<(), ConfigError> {
     let err = |message: String, fix: &str| Err(ConfigError::new(file, None, message, fix));
 
-    if c.listening_port == 0 {
-        return err(
-            "the listening port is 0".into(),
-            "set a port from 1 to 65535 (3478 is the standard STUN/TURN port)",
-        );
-    }
+    // Port 0 asks the OS for a free port (tests, probes); the bound port is logged.
     if c.min_port == 0 || c.min_port > c.max_port {
         return err(
             format!(
@@ -63,13 +58,7 @@ fn check_tls(c: &TurnConfig, err: &ErrFn) -> Result<(), ConfigError> {
                 "configure the certificate and private key files, or remove the TLS port",
             );
         }
-        if port == 0 {
-            return err(
-                "the TLS port is 0".into(),
-                "set a TLS port from 1 to 65535 (443 or 5349 are usual)",
-            );
-        }
-        if port == c.listening_port {
+        if port != 0 && port == c.listening_port {
             return err(
                 format!("the TLS port and the plain port are both {port}"),
                 "use two different ports; TLS is also detected on the plain TCP port",

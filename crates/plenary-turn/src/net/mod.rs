@@ -1,1 +1,51 @@
-//! IO drivers (filled in by the driver work).
+//! The tokio drivers around the sans-IO [`Server`](crate::server::Server): the only
+//! module of this crate that does IO.
+//!
+//! Shape (one process):
+//! - N worker threads, each a current-thread runtime owning one `Server` core, one
+//!   SO_REUSEPORT UDP socket per listening address, its relay sockets and its TCP/TLS
+//!   connections. Worker state is `Rc<RefCell<_>>`, never borrowed across an `.await`;
+//!   nothing is locked across workers on the packet path.
+//! - One control thread: TCP accept (connections handed to workers round-robin), drain
+//!   supervision, the allocation gauge.
+//!
+//! Entry point: [`start`], which returns a [`RunningTurn`].
+
+mod bind;
+mod control;
+#[cfg(test)]
+mod e2e_tests;
+mod metrics_export;
+mod ports;
+mod relay;
+mod service;
+mod sockets;
+mod stream;
+mod task;
+mod tls;
+mod udp;
+mod worker;
+
+pub use metrics_export::{describe_metrics, METRICS};
+pub use service::{
+    run_until_stopped, start, BoundAddrs, Phase, RunError, RunningTurn, StartError, TurnControl,
+};
+pub use tls::{build_tls, select_cipher_suites, CertResolver, CipherSelection, TlsError, TlsSetup};
+
+use plenary_ops::ratelimit::LogLimiter;
+
+/// Kinds of network-input trouble, each with its own debug-log budget.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum LogKind {
+    UdpRecv,
+    UdpSend,
+    RelayOpen,
+    RelaySend,
+    StreamRead,
+    StreamFraming,
+    TlsHandshake,
+    Accept,
+}
+
+/// Debug lines per second per [`LogKind`], process-wide.
+pub(crate) static NET_LOG: LogLimiter<8> = LogLimiter::new(10);

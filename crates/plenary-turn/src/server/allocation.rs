@@ -246,7 +246,12 @@ mod tests {
         let after_expiry = later + Duration::from_secs(10);
         assert_eq!(a.peer_of_channel(0x4000, after_expiry), None);
         assert_eq!(
-            a.bind_channel(0x4000, p2, after_expiry + Duration::from_secs(600), after_expiry),
+            a.bind_channel(
+                0x4000,
+                p2,
+                after_expiry + Duration::from_secs(600),
+                after_expiry
+            ),
             Err(ChannelBindError::Conflict)
         );
         // After the cooldown the number is free again.

@@ -56,7 +56,7 @@ pub(crate) fn nonce_is_valid(key: &[u8; 32], client: IpAddr, nonce: &str, now_un
     }
     let mut expected = [0u8; 16];
     hex_into(&nonce_tag(key, client, expiry), &mut expected);
-    subtle::ConstantTimeEq::ct_eq(&expected[..], nonce[8..].as_bytes()).into()
+    subtle::ConstantTimeEq::ct_eq(&expected[..], &nonce.as_bytes()[8..]).into()
 }
 
 /// An authenticated identity.
@@ -128,7 +128,10 @@ mod tests {
         let nonce = mint_nonce(&KEY, ip, 1000);
         let text = std::str::from_utf8(&nonce).unwrap();
         assert!(nonce_is_valid(&KEY, ip, text, 999));
-        assert!(!nonce_is_valid(&KEY, ip, text, 1000), "expired at its expiry");
+        assert!(
+            !nonce_is_valid(&KEY, ip, text, 1000),
+            "expired at its expiry"
+        );
     }
 
     #[test]

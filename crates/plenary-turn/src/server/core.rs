@@ -194,7 +194,15 @@ impl Server {
         let payload_len = payload.len() as u64;
         self.txid_state = xorshift(self.txid_state);
         let txid_seed = self.txid_state;
-        match frame_for_client(buf, payload, peer, channel, to.transport, fingerprint, txid_seed) {
+        match frame_for_client(
+            buf,
+            payload,
+            peer,
+            channel,
+            to.transport,
+            fingerprint,
+            txid_seed,
+        ) {
             Some(frame) => {
                 self.stats.received_packets += 1;
                 self.stats.received_bytes += payload_len;
@@ -208,6 +216,12 @@ impl Server {
                 PeerAction::None
             }
         }
+    }
+
+    /// Unpredictable to clients (seeded from the nonce key), unique enough per worker.
+    pub(super) fn next_token(&mut self) -> [u8; 8] {
+        self.txid_state = xorshift(self.txid_state);
+        self.txid_state.to_le_bytes()
     }
 
     pub(super) fn allocation(&self, from: &FiveTuple) -> Option<&Allocation> {
@@ -293,11 +307,15 @@ impl Server {
         for five_tuple in expired {
             self.delete(&five_tuple, relays);
         }
+        for held in self.shared.expire_tokens(now) {
+            relays.unhold(held);
+        }
     }
 
-    /// When `handle_timeout` next has work to do (`None`: nothing to expire).
+    /// When `handle_timeout` next has work to do. Always within a second, since
+    /// reservation tokens shared with other workers may need expiring.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        (!self.by_tuple.is_empty()).then_some(self.next_sweep)
+        Some(self.next_sweep)
     }
 
     pub fn allocation_count(&self) -> usize {

@@ -58,10 +58,24 @@ pub struct OpenedRelay {
     pub local: SocketAddr,
 }
 
+/// Which port a relay socket gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortChoice {
+    Any,
+    /// An even port (EVEN-PORT).
+    Even,
+    /// The port kept by an earlier [`RelayPorts::hold`] (RESERVATION-TOKEN).
+    Held(SocketAddr),
+}
+
 /// How the core gets relay sockets: implemented by the driver (real UDP sockets) and by
 /// tests (fakes).
 pub trait RelayPorts {
-    fn open(&mut self, family: Family) -> Result<OpenedRelay, OpenError>;
+    fn open(&mut self, family: Family, port: PortChoice) -> Result<OpenedRelay, OpenError>;
+    /// Keeps `addr` (a relay address) unused so a later `open(.., Held(addr))` gets it.
+    fn hold(&mut self, addr: SocketAddr) -> bool;
+    /// Gives up a hold that was never opened.
+    fn unhold(&mut self, addr: SocketAddr);
     fn close(&mut self, handle: RelayHandle);
 }
 
@@ -87,7 +101,10 @@ pub enum ClientAction<'a> {
 pub enum PeerAction<'a> {
     None,
     /// Send `data` to the client over `to`.
-    ToClient { to: FiveTuple, data: &'a [u8] },
+    ToClient {
+        to: FiveTuple,
+        data: &'a [u8],
+    },
 }
 
 /// Counters kept by one core (one per worker; the driver exports them). Plain integers:

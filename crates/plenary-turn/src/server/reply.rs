@@ -23,6 +23,7 @@ pub(super) struct Reply {
     address_error: Option<(Family, u16)>,
     lifetime: Option<u32>,
     mapped: Option<SocketAddr>,
+    reservation_token: Option<[u8; 8]>,
 }
 
 impl Reply {
@@ -40,6 +41,7 @@ impl Reply {
             address_error: None,
             lifetime: None,
             mapped: None,
+            reservation_token: None,
         }
     }
 
@@ -48,7 +50,12 @@ impl Reply {
         Self::new(msg, Class::Success, key)
     }
 
-    pub fn error(msg: &Message<'_>, code: u16, reason: &'static str, key: Option<[u8; 16]>) -> Self {
+    pub fn error(
+        msg: &Message<'_>,
+        code: u16,
+        reason: &'static str,
+        key: Option<[u8; 16]>,
+    ) -> Self {
         let mut reply = Self::new(msg, Class::Error, key);
         // Reason phrases only on authenticated replies (amplification budget).
         reply.error = Some((code, if key.is_some() { reason } else { "" }));
@@ -84,6 +91,11 @@ impl Reply {
         self
     }
 
+    pub fn reservation_token(mut self, token: [u8; 8]) -> Self {
+        self.reservation_token = Some(token);
+        self
+    }
+
     pub fn mapped(mut self, addr: SocketAddr) -> Self {
         self.mapped = Some(addr);
         self
@@ -96,7 +108,8 @@ impl Reply {
             w.error_code(code, reason).ok()?;
         }
         if self.unknown.1 > 0 {
-            w.unknown_attributes(&self.unknown.0[..self.unknown.1]).ok()?;
+            w.unknown_attributes(&self.unknown.0[..self.unknown.1])
+                .ok()?;
         }
         if let Some((realm, nonce)) = &self.realm_nonce {
             w.attr(attr::REALM, realm.as_bytes()).ok()?;
@@ -113,6 +126,9 @@ impl Reply {
             };
             let value = [family, 0, (code / 100) as u8, (code % 100) as u8];
             w.attr(attr::ADDRESS_ERROR_CODE, &value).ok()?;
+        }
+        if let Some(token) = &self.reservation_token {
+            w.attr(attr::RESERVATION_TOKEN, token).ok()?;
         }
         if let Some(lifetime) = self.lifetime {
             w.u32(attr::LIFETIME, lifetime).ok()?;

@@ -11,6 +11,9 @@ use crate::policy::Verdict;
 use crate::stun::{attr, channel_data, method, Class, Message};
 use std::time::Duration;
 
+/// How long a port held for a RESERVATION-TOKEN stays held (RFC 8656 suggests ~30 s).
+const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+
 /// Who sent an authenticated request.
 struct Caller {
     /// `None` when the server runs without authentication.
@@ -38,6 +41,8 @@ fn understood(typ: u16) -> bool {
             | attr::REQUESTED_ADDRESS_FAMILY
             | attr::REQUESTED_TRANSPORT
             | attr::DONT_FRAGMENT
+            | attr::EVEN_PORT
+            | attr::RESERVATION_TOKEN
             // Verified through MESSAGE-INTEGRITY, which every client sends alongside.
             | attr::MESSAGE_INTEGRITY_SHA256
             | attr::XOR_MAPPED_ADDRESS
@@ -199,7 +204,10 @@ impl Server {
 
     fn desired_lifetime(&self, msg: &Message<'_>) -> Duration {
         let limits = &self.shared.settings.limits;
-        match msg.get(attr::LIFETIME).and_then(|a| attr::u32_value(a.value).ok()) {
+        match msg
+            .get(attr::LIFETIME)
+            .and_then(|a| attr::u32_value(a.value).ok())
+        {
             Some(0) => Duration::ZERO,
             Some(secs) => Duration::from_secs(u64::from(secs))
                 .min(limits.max_lifetime)
@@ -229,7 +237,10 @@ impl Server {
             }
             return self.fail(msg, 437, "Allocation Mismatch", key, scratch);
         }
-        match msg.get(attr::REQUESTED_TRANSPORT).map(|a| attr::requested_transport(a.value)) {
+        match msg
+            .get(attr::REQUESTED_TRANSPORT)
+            .map(|a| attr::requested_transport(a.value))
+        {
             None | Some(Err(_)) => return self.fail(msg, 400, "Bad Request", key, scratch),
             Some(Ok(attr::TRANSPORT_UDP)) => {}
             Some(Ok(_)) => return self.fail(msg, 442, "Unsupported Transport", key, scratch),
@@ -251,6 +262,24 @@ impl Server {
             Some(Ok(attr::FAMILY_IPV6)) => true,
             Some(_) => return self.fail(msg, 400, "Bad Request", key, scratch),
         };
+        // EVEN-PORT: an even port, and with the R bit the next port is held for a later
+        // Allocate that presents the RESERVATION-TOKEN (RTP/RTCP pairs, RFC 8656 §7.2).
+        let even = msg
+            .get(attr::EVEN_PORT)
+            .map(|a| a.value.first().is_some_and(|b| b & 0x80 != 0));
+        let token = msg.get(attr::RESERVATION_TOKEN);
+        if token.is_some() && (even.is_some() || requested.is_some() || additional.is_some()) {
+            return self.fail(msg, 400, "Bad Request", key, scratch);
+        }
+        let port_choice = match (token, even) {
+            (Some(token), _) => match self.shared.redeem_token(token.value, now) {
+                Some(held) => PortChoice::Held(held),
+                None => return self.fail(msg, 508, "Insufficient Capacity", key, scratch),
+            },
+            (None, Some(_)) => PortChoice::Even,
+            (None, None) => PortChoice::Any,
+        };
+        let reserve_next = even == Some(true);
         let lifetime = self.desired_lifetime(msg).max(Duration::from_secs(1));
         if let Err(refusal) = self.shared.reserve(&caller.quota_user) {
             return match refusal {
@@ -265,7 +294,11 @@ impl Server {
             };
         }
         let mut slots: [Option<Relay>; 2] = [None, None];
-        match relays.open(primary) {
+        let primary = match port_choice {
+            PortChoice::Held(addr) => family_of(&addr),
+            _ => primary,
+        };
+        match relays.open(primary, port_choice) {
             Ok(opened) => {
                 slots[family_index(primary)] = Some(Relay {
                     handle: opened.handle,
@@ -287,7 +320,7 @@ impl Server {
         }
         let mut v6_error = None;
         if also_v6 {
-            match relays.open(Family::V6) {
+            match relays.open(Family::V6, PortChoice::Any) {
                 Ok(opened) => {
                     slots[1] = Some(Relay {
                         handle: opened.handle,
@@ -297,6 +330,26 @@ impl Server {
                 Err(OpenError::Exhausted) => v6_error = Some(508),
                 Err(OpenError::FamilyUnsupported) => v6_error = Some(440),
             }
+        }
+        let mut reservation = None;
+        if reserve_next {
+            let held = slots[family_index(primary)].and_then(|r| {
+                let next = r.local.port().checked_add(1)?;
+                let next = SocketAddr::new(r.local.ip(), next);
+                relays.hold(next).then_some(next)
+            });
+            let Some(held) = held else {
+                for relay in slots.iter().flatten() {
+                    relays.close(relay.handle);
+                }
+                self.shared.release(&caller.quota_user);
+                self.stats.allocations_refused_ports += 1;
+                return self.fail(msg, 508, "Insufficient Capacity", key, scratch);
+            };
+            let token = self.next_token();
+            self.shared
+                .add_token(token, held, now + RESERVATION_LIFETIME);
+            reservation = Some(token);
         }
         let max_bps = self.shared.settings.limits.max_bps;
         let alloc = Allocation {
@@ -319,6 +372,9 @@ impl Server {
             .mapped(from.client);
         if let Some(code) = v6_error {
             reply = reply.address_error(Family::V6, code);
+        }
+        if let Some(token) = reservation {
+            reply = reply.reservation_token(token);
         }
         self.insert(alloc);
         self.send(reply, scratch)
@@ -349,7 +405,10 @@ impl Server {
     ) -> Outcome {
         let key = caller.key;
         let lifetime = self.desired_lifetime(msg);
-        let family = match msg.get(attr::REQUESTED_ADDRESS_FAMILY).map(|a| attr::address_family(a.value)) {
+        let family = match msg
+            .get(attr::REQUESTED_ADDRESS_FAMILY)
+            .map(|a| attr::address_family(a.value))
+        {
             None => None,
             Some(Ok(attr::FAMILY_IPV4)) => Some(Family::V4),
             Some(Ok(attr::FAMILY_IPV6)) => Some(Family::V6),
@@ -458,8 +517,10 @@ impl Server {
             return self.fail(msg, code, reason, key, scratch);
         }
         let limits = &self.shared.settings.limits;
-        let (channel_until, permission_until) =
-            (now + limits.channel_lifetime, now + limits.permission_lifetime);
+        let (channel_until, permission_until) = (
+            now + limits.channel_lifetime,
+            now + limits.permission_lifetime,
+        );
         let Some(alloc) = self.allocation_mut(&from) else {
             return Outcome::Nothing;
         };
@@ -485,6 +546,12 @@ impl Server {
         };
         let start = data.offset + 4;
         let dont_fragment = msg.get(attr::DONT_FRAGMENT).is_some();
-        self.relay_to_peer(now, from, peer, start..start + data.value.len(), dont_fragment)
+        self.relay_to_peer(
+            now,
+            from,
+            peer,
+            start..start + data.value.len(),
+            dont_fragment,
+        )
     }
 }

@@ -10,6 +10,7 @@ use rustc_hash::FxHashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// Settings derived from [`TurnConfig`] once at start.
 #[derive(Clone, Debug)]
@@ -79,6 +80,9 @@ pub struct Shared {
     draining: AtomicBool,
     total: AtomicU64,
     per_user: Mutex<FxHashMap<String, u32>>,
+    /// RESERVATION-TOKEN → held relay address and its expiry. Shared because the Allocate
+    /// that redeems a token comes from another 5-tuple, which may land on another worker.
+    tokens: Mutex<FxHashMap<[u8; 8], (SocketAddr, Instant)>>,
 }
 
 /// Why a quota refused an allocation.
@@ -98,6 +102,7 @@ impl Shared {
             draining: AtomicBool::new(false),
             total: AtomicU64::new(0),
             per_user: Mutex::new(FxHashMap::default()),
+            tokens: Mutex::new(FxHashMap::default()),
         })
     }
 
@@ -139,6 +144,41 @@ impl Shared {
         }
         *count += 1;
         Ok(())
+    }
+
+    pub(crate) fn add_token(&self, token: [u8; 8], held: SocketAddr, expires: Instant) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens.insert(token, (held, expires));
+    }
+
+    /// Takes a live token's held address (each token is redeemed once).
+    pub(crate) fn redeem_token(&self, token: &[u8], now: Instant) -> Option<SocketAddr> {
+        let token: [u8; 8] = token.try_into().ok()?;
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        match tokens.get(&token) {
+            Some(&(addr, expires)) if expires > now => {
+                tokens.remove(&token);
+                Some(addr)
+            }
+            _ => None,
+        }
+    }
+
+    /// Removes expired tokens, returning the addresses whose holds must be given up.
+    pub(crate) fn expire_tokens(&self, now: Instant) -> Vec<SocketAddr> {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if tokens.is_empty() {
+            return Vec::new();
+        }
+        let mut expired = Vec::new();
+        tokens.retain(|_, (addr, expires)| {
+            let keep = *expires > now;
+            if !keep {
+                expired.push(*addr);
+            }
+            keep
+        });
+        expired
     }
 
     /// Returns what [`Shared::reserve`] took.

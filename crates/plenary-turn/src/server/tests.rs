@@ -19,10 +19,32 @@ struct FakeRelays {
     closed: Vec<RelayHandle>,
     exhausted: bool,
     v6: bool,
+    held: Vec<SocketAddr>,
 }
 
 impl RelayPorts for FakeRelays {
-    fn open(&mut self, family: Family) -> Result<OpenedRelay, OpenError> {
+    fn hold(&mut self, addr: SocketAddr) -> bool {
+        !self.held.contains(&addr) && {
+            self.held.push(addr);
+            true
+        }
+    }
+    fn unhold(&mut self, addr: SocketAddr) {
+        self.held.retain(|a| *a != addr);
+    }
+    fn open(&mut self, family: Family, port: PortChoice) -> Result<OpenedRelay, OpenError> {
+        if let PortChoice::Held(addr) = port {
+            assert!(self.held.contains(&addr), "open of a port never held");
+            self.unhold(addr);
+            self.next += 1;
+            let handle = RelayHandle(self.next);
+            self.open.push(handle);
+            return Ok(OpenedRelay {
+                handle,
+                local: addr,
+            });
+        }
+        let even_port = port == PortChoice::Even;
         if self.exhausted {
             return Err(OpenError::Exhausted);
         }
@@ -32,11 +54,13 @@ impl RelayPorts for FakeRelays {
             Family::V6 => return Err(OpenError::FamilyUnsupported),
         };
         self.next += 1;
+        let port = 50000 + self.next as u16;
+        let port = if even_port { port & !1 } else { port };
         let handle = RelayHandle(self.next);
         self.open.push(handle);
         Ok(OpenedRelay {
             handle,
-            local: SocketAddr::new(ip, 50000 + self.next as u16),
+            local: SocketAddr::new(ip, port),
         })
     }
     fn close(&mut self, handle: RelayHandle) {
@@ -62,7 +86,10 @@ fn udp(client: &str) -> FiveTuple {
 }
 
 fn harness_with(config: TurnConfig) -> Harness {
-    let own = vec!["203.0.113.1".parse().unwrap(), "203.0.113.10".parse().unwrap()];
+    let own = vec![
+        "203.0.113.1".parse().unwrap(),
+        "203.0.113.10".parse().unwrap(),
+    ];
     let shared = Shared::new(ServerSettings::from_config(&config, own), [42; 32]);
     let start = Instant::now();
     Harness {
@@ -297,12 +324,20 @@ fn rest_credentials_allocate_and_reply_with_integrity() {
     let from = udp("198.51.100.7:40000");
     let nonce = h.nonce(from);
     let (user, pass) = h.rest_user("alice", 60);
-    let req = Req::new(method::ALLOCATE).udp_transport().creds(&user, &pass, &nonce);
+    let req = Req::new(method::ALLOCATE)
+        .udp_transport()
+        .creds(&user, &pass, &nonce);
     let r = h.reply(from, &req);
     assert_eq!(r.class(), Class::Success);
     let key = long_term_key(&user, REALM, &pass);
-    assert_eq!(r.msg().check_integrity(&key), crate::stun::IntegrityCheck::Valid);
-    assert_eq!(r.addr(attr::XOR_RELAYED_ADDRESS), Some("203.0.113.10:50001".parse().unwrap()));
+    assert_eq!(
+        r.msg().check_integrity(&key),
+        crate::stun::IntegrityCheck::Valid
+    );
+    assert_eq!(
+        r.addr(attr::XOR_RELAYED_ADDRESS),
+        Some("203.0.113.10:50001".parse().unwrap())
+    );
     assert_eq!(r.addr(attr::XOR_MAPPED_ADDRESS), Some(from.client));
     assert_eq!(r.lifetime(), Some(600));
     assert!(r.msg().has_fingerprint());
@@ -319,7 +354,12 @@ fn bare_expiry_username_and_rotated_secrets_work() {
     let nonce = h.nonce(from);
     let user = format!("{}", START_UNIX + 100);
     let pass = rest_password(SECRET.as_bytes(), &user);
-    let r = h.reply(from, &Req::new(method::ALLOCATE).udp_transport().creds(&user, &pass, &nonce));
+    let r = h.reply(
+        from,
+        &Req::new(method::ALLOCATE)
+            .udp_transport()
+            .creds(&user, &pass, &nonce),
+    );
     assert_eq!(r.class(), Class::Success);
 }
 
@@ -341,7 +381,12 @@ fn bad_credentials_are_refused() {
         ("garbage", "garbage"),
         ("", ""),
     ] {
-        let r = h.reply(from, &Req::new(method::ALLOCATE).udp_transport().creds(u, p, &nonce));
+        let r = h.reply(
+            from,
+            &Req::new(method::ALLOCATE)
+                .udp_transport()
+                .creds(u, p, &nonce),
+        );
         assert_eq!(r.code(), Some(401), "user {u:?}");
     }
     assert_eq!(h.server.allocation_count(), 0);
@@ -354,17 +399,31 @@ fn forged_and_expired_nonces_get_438() {
     let (user, pass) = h.rest_user("alice", 7200);
     let r = h.reply(
         from,
-        &Req::new(method::ALLOCATE).udp_transport().creds(&user, &pass, b"0123456789abcdef01234567"),
+        &Req::new(method::ALLOCATE).udp_transport().creds(
+            &user,
+            &pass,
+            b"0123456789abcdef01234567",
+        ),
     );
     assert_eq!(r.code(), Some(438));
     let nonce = r.text(attr::NONCE).unwrap().into_bytes();
     h.advance(Duration::from_secs(601));
-    let r = h.reply(from, &Req::new(method::ALLOCATE).udp_transport().creds(&user, &pass, &nonce));
+    let r = h.reply(
+        from,
+        &Req::new(method::ALLOCATE)
+            .udp_transport()
+            .creds(&user, &pass, &nonce),
+    );
     assert_eq!(r.code(), Some(438), "nonce expired");
     // A nonce is bound to the client address it was given to.
     let other = udp("198.51.100.8:40000");
     let fresh = h.nonce(from);
-    let r = h.reply(other, &Req::new(method::ALLOCATE).udp_transport().creds(&user, &pass, &fresh));
+    let r = h.reply(
+        other,
+        &Req::new(method::ALLOCATE)
+            .udp_transport()
+            .creds(&user, &pass, &fresh),
+    );
     assert_eq!(r.code(), Some(438));
 }
 
@@ -374,7 +433,9 @@ fn allocate_retransmission_and_mismatch() {
     let from = udp("198.51.100.7:40000");
     let nonce = h.nonce(from);
     let (user, pass) = h.rest_user("alice", 60);
-    let req = Req::new(method::ALLOCATE).udp_transport().creds(&user, &pass, &nonce);
+    let req = Req::new(method::ALLOCATE)
+        .udp_transport()
+        .creds(&user, &pass, &nonce);
     let first = h.reply(from, &req);
     let again = h.reply(from, &req);
     assert_eq!(again.class(), Class::Success);
@@ -382,7 +443,9 @@ fn allocate_retransmission_and_mismatch() {
         first.addr(attr::XOR_RELAYED_ADDRESS),
         again.addr(attr::XOR_RELAYED_ADDRESS)
     );
-    let other = Req::new(method::ALLOCATE).udp_transport().creds(&user, &pass, &nonce);
+    let other = Req::new(method::ALLOCATE)
+        .udp_transport()
+        .creds(&user, &pass, &nonce);
     assert_eq!(h.reply(from, &other).code(), Some(437));
     assert_eq!(h.relays.open.len(), 1);
 }
@@ -401,9 +464,16 @@ fn allocate_checks_transport_and_family() {
     assert_eq!(h.reply(from, &missing).code(), Some(400));
     let v6 = Req::new(method::ALLOCATE)
         .udp_transport()
-        .attr(attr::REQUESTED_ADDRESS_FAMILY, &[attr::FAMILY_IPV6, 0, 0, 0])
+        .attr(
+            attr::REQUESTED_ADDRESS_FAMILY,
+            &[attr::FAMILY_IPV6, 0, 0, 0],
+        )
         .creds(&user, &pass, &nonce);
-    assert_eq!(h.reply(from, &v6).code(), Some(440), "no IPv6 relay configured");
+    assert_eq!(
+        h.reply(from, &v6).code(),
+        Some(440),
+        "no IPv6 relay configured"
+    );
     let bogus = Req::new(method::ALLOCATE)
         .udp_transport()
         .attr(attr::REQUESTED_ADDRESS_FAMILY, &[0x07, 0, 0, 0])
@@ -428,7 +498,10 @@ fn dual_allocation_reports_both_or_an_address_error() {
     let (user, pass) = h.rest_user("alice", 60);
     let req = Req::new(method::ALLOCATE)
         .udp_transport()
-        .attr(attr::ADDITIONAL_ADDRESS_FAMILY, &[attr::FAMILY_IPV6, 0, 0, 0])
+        .attr(
+            attr::ADDITIONAL_ADDRESS_FAMILY,
+            &[attr::FAMILY_IPV6, 0, 0, 0],
+        )
         .creds(&user, &pass, &nonce);
     let r = h.reply(from, &req);
     assert_eq!(r.class(), Class::Success);
@@ -446,11 +519,17 @@ fn dual_allocation_reports_both_or_an_address_error() {
     let nonce = h.nonce(from);
     let req = Req::new(method::ALLOCATE)
         .udp_transport()
-        .attr(attr::ADDITIONAL_ADDRESS_FAMILY, &[attr::FAMILY_IPV6, 0, 0, 0])
+        .attr(
+            attr::ADDITIONAL_ADDRESS_FAMILY,
+            &[attr::FAMILY_IPV6, 0, 0, 0],
+        )
         .creds(&user, &pass, &nonce);
     let r = h.reply(from, &req);
     assert_eq!(r.class(), Class::Success);
-    let err = r.msg().get(attr::ADDRESS_ERROR_CODE).expect("ADDRESS-ERROR-CODE");
+    let err = r
+        .msg()
+        .get(attr::ADDRESS_ERROR_CODE)
+        .expect("ADDRESS-ERROR-CODE");
     assert_eq!(err.value[..4], [attr::FAMILY_IPV6, 0, 4, 40]);
 }
 
@@ -495,9 +574,14 @@ fn permissions_gate_relaying_both_ways_and_expire() {
     let relay = h.relays.open[0];
     let send = Req {
         class: Class::Indication,
-        ..Req::new(method::SEND).peer("192.0.2.200:9000").attr(attr::DATA, b"hello")
+        ..Req::new(method::SEND)
+            .peer("192.0.2.200:9000")
+            .attr(attr::DATA, b"hello")
     };
-    assert!(matches!(h.send(from, &send.build()), Got::Nothing), "no permission yet");
+    assert!(
+        matches!(h.send(from, &send.build()), Got::Nothing),
+        "no permission yet"
+    );
     assert!(h.peer_packet(relay, "192.0.2.200:9000", b"x").is_none());
 
     // 192.0.2.0/24 is documentation space: refused by the built-in list.
@@ -512,7 +596,9 @@ fn permissions_gate_relaying_both_ways_and_expire() {
     assert_eq!(h.reply(from, &perm).class(), Class::Success);
     let send = Req {
         class: Class::Indication,
-        ..Req::new(method::SEND).peer("8.8.8.8:1234").attr(attr::DATA, b"hello")
+        ..Req::new(method::SEND)
+            .peer("8.8.8.8:1234")
+            .attr(attr::DATA, b"hello")
     };
     match h.send(from, &send.build()) {
         Got::ToPeer(r, peer, payload) => {
@@ -525,16 +611,25 @@ fn permissions_gate_relaying_both_ways_and_expire() {
     // Peer → client without a channel: a Data indication naming the peer.
     let framed = h.peer_packet(relay, "8.8.8.8:1234", b"world!").unwrap();
     let msg = Message::parse(&framed).unwrap();
-    assert_eq!((msg.class(), msg.method()), (Class::Indication, method::DATA));
     assert_eq!(
-        attr::xor_address(msg.get(attr::XOR_PEER_ADDRESS).unwrap().value, &msg.transaction_id()),
+        (msg.class(), msg.method()),
+        (Class::Indication, method::DATA)
+    );
+    assert_eq!(
+        attr::xor_address(
+            msg.get(attr::XOR_PEER_ADDRESS).unwrap().value,
+            &msg.transaction_id()
+        ),
         Ok("8.8.8.8:1234".parse().unwrap())
     );
     assert_eq!(msg.get(attr::DATA).unwrap().value, b"world!");
     assert!(msg.has_fingerprint());
 
     h.advance(Duration::from_secs(301));
-    assert!(matches!(h.send(from, &send.build()), Got::Nothing), "permission expired");
+    assert!(
+        matches!(h.send(from, &send.build()), Got::Nothing),
+        "permission expired"
+    );
     assert!(h.peer_packet(relay, "8.8.8.8:1234", b"x").is_none());
 }
 
@@ -550,11 +645,26 @@ fn channels_relay_with_channel_data_framing() {
             .peer(peer)
             .creds(&user, &pass, &nonce)
     };
-    assert_eq!(h.reply(from, &bind(0x3fff, "8.8.8.8:5000")).code(), Some(400));
-    assert_eq!(h.reply(from, &bind(0x5000, "8.8.8.8:5000")).code(), Some(400));
-    assert_eq!(h.reply(from, &bind(0x4001, "10.0.0.1:5000")).code(), Some(403));
-    assert_eq!(h.reply(from, &bind(0x4001, "8.8.8.8:5000")).class(), Class::Success);
-    assert_eq!(h.reply(from, &bind(0x4001, "8.8.4.4:5000")).code(), Some(400));
+    assert_eq!(
+        h.reply(from, &bind(0x3fff, "8.8.8.8:5000")).code(),
+        Some(400)
+    );
+    assert_eq!(
+        h.reply(from, &bind(0x8000, "8.8.8.8:5000")).code(),
+        Some(400)
+    );
+    assert_eq!(
+        h.reply(from, &bind(0x4001, "10.0.0.1:5000")).code(),
+        Some(403)
+    );
+    assert_eq!(
+        h.reply(from, &bind(0x4001, "8.8.8.8:5000")).class(),
+        Class::Success
+    );
+    assert_eq!(
+        h.reply(from, &bind(0x4001, "8.8.4.4:5000")).code(),
+        Some(400)
+    );
 
     let mut cd = vec![0x40, 0x01, 0, 3];
     cd.extend_from_slice(b"abc\0");
@@ -593,7 +703,10 @@ fn channels_relay_with_channel_data_framing() {
         }
     }
     h.advance(Duration::from_secs(30));
-    assert!(matches!(h.send(from, &cd), Got::Nothing), "channel expired after 600 s");
+    assert!(
+        matches!(h.send(from, &cd), Got::Nothing),
+        "channel expired after 600 s"
+    );
 }
 
 #[test]
@@ -627,22 +740,30 @@ fn quotas_and_port_exhaustion() {
     let from = udp("198.51.100.7:40001");
     let nonce = h.nonce(from);
     let (user, pass) = h.rest_user("alice", 60);
-    let again = Req::new(method::ALLOCATE).udp_transport().creds(&user, &pass, &nonce);
+    let again = Req::new(method::ALLOCATE)
+        .udp_transport()
+        .creds(&user, &pass, &nonce);
     assert_eq!(h.reply(from, &again).code(), Some(486), "user quota");
     let (bob, bob_pass) = h.rest_user("bob", 60);
-    let bob_req = Req::new(method::ALLOCATE).udp_transport().creds(&bob, &bob_pass, &nonce);
+    let bob_req = Req::new(method::ALLOCATE)
+        .udp_transport()
+        .creds(&bob, &bob_pass, &nonce);
     assert_eq!(h.reply(from, &bob_req).class(), Class::Success);
     let from3 = udp("198.51.100.7:40002");
     let nonce3 = h.nonce(from3);
     let (carol, carol_pass) = h.rest_user("carol", 60);
-    let carol_req = Req::new(method::ALLOCATE).udp_transport().creds(&carol, &carol_pass, &nonce3);
+    let carol_req = Req::new(method::ALLOCATE)
+        .udp_transport()
+        .creds(&carol, &carol_pass, &nonce3);
     assert_eq!(h.reply(from3, &carol_req).code(), Some(486), "total quota");
 
     let mut h = harness();
     h.relays.exhausted = true;
     let from = udp("198.51.100.7:40000");
     let nonce = h.nonce(from);
-    let req = Req::new(method::ALLOCATE).udp_transport().creds(&user, &pass, &nonce);
+    let req = Req::new(method::ALLOCATE)
+        .udp_transport()
+        .creds(&user, &pass, &nonce);
     assert_eq!(h.reply(from, &req).code(), Some(508));
     assert_eq!(h.shared.total_allocations(), 0, "quota returned");
 }
@@ -654,7 +775,9 @@ fn draining_refuses_new_allocations_only() {
     let (user, pass, nonce, _) = h.allocate(from);
     h.shared.begin_drain();
     let other = udp("198.51.100.7:40001");
-    let req = Req::new(method::ALLOCATE).udp_transport().creds(&user, &pass, &nonce);
+    let req = Req::new(method::ALLOCATE)
+        .udp_transport()
+        .creds(&user, &pass, &nonce);
     assert_eq!(h.reply(other, &req).code(), Some(508));
     let refresh = Req::new(method::REFRESH).creds(&user, &pass, &nonce);
     assert_eq!(h.reply(from, &refresh).class(), Class::Success);
@@ -679,7 +802,12 @@ fn malformed_input_is_counted_and_binding_still_works() {
     let mut h = harness();
     let from = udp("198.51.100.7:40000");
     let valid = Req::new(method::BINDING).build();
-    let mut garbage: Vec<Vec<u8>> = vec![vec![], vec![0xff; 100], vec![0; 19], vec![0x40, 0x00, 0xff, 0xff]];
+    let mut garbage: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0xff; 100],
+        vec![0; 19],
+        vec![0x40, 0x00, 0xff, 0xff],
+    ];
     for cut in 0..valid.len() {
         garbage.push(valid[..cut].to_vec());
     }
@@ -701,7 +829,10 @@ fn malformed_input_is_counted_and_binding_still_works() {
         let _ = h.send(from, g);
     }
     assert!(h.server.stats().malformed_dropped >= 20);
-    assert_eq!(h.reply(from, &Req::new(method::BINDING)).class(), Class::Success);
+    assert_eq!(
+        h.reply(from, &Req::new(method::BINDING)).class(),
+        Class::Success
+    );
 }
 
 #[test]
@@ -742,14 +873,20 @@ fn bandwidth_cap_drops_excess() {
     let mut h = harness_with(config);
     let from = udp("198.51.100.7:40000");
     let (user, pass, nonce, _) = h.allocate(from);
-    let perm = Req::new(method::CREATE_PERMISSION).peer("8.8.8.8:1").creds(&user, &pass, &nonce);
+    let perm = Req::new(method::CREATE_PERMISSION)
+        .peer("8.8.8.8:1")
+        .creds(&user, &pass, &nonce);
     assert_eq!(h.reply(from, &perm).class(), Class::Success);
     let send = Req {
         class: Class::Indication,
-        ..Req::new(method::SEND).peer("8.8.8.8:1").attr(attr::DATA, &[0u8; 400])
+        ..Req::new(method::SEND)
+            .peer("8.8.8.8:1")
+            .attr(attr::DATA, &[0u8; 400])
     }
     .build();
-    let relayed = (0..5).filter(|_| matches!(h.send(from, &send), Got::ToPeer(..))).count();
+    let relayed = (0..5)
+        .filter(|_| matches!(h.send(from, &send), Got::ToPeer(..)))
+        .count();
     assert_eq!(relayed, 2);
     assert_eq!(h.server.stats().bandwidth_dropped, 3);
 }
@@ -761,19 +898,94 @@ fn peer_policy_follows_bbb_deny_all_allow_self() {
         allowed: vec!["127.0.0.1".parse().unwrap()],
         denied: vec![
             "0.0.0.0-255.255.255.255".parse().unwrap(),
-            "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap(),
+            "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+                .parse()
+                .unwrap(),
         ],
         allow_loopback: true,
     };
     let mut h = harness_with(config);
     let from = udp("198.51.100.7:40000");
     let (user, pass, nonce, _) = h.allocate(from);
-    for (peer, code) in [("127.0.0.1:5000", None), ("8.8.8.8:5000", Some(403)), ("127.0.0.2:1", Some(403))] {
-        let perm = Req::new(method::CREATE_PERMISSION).peer(peer).creds(&user, &pass, &nonce);
+    for (peer, code) in [
+        ("127.0.0.1:5000", None),
+        ("8.8.8.8:5000", Some(403)),
+        ("127.0.0.2:1", Some(403)),
+    ] {
+        let perm = Req::new(method::CREATE_PERMISSION)
+            .peer(peer)
+            .creds(&user, &pass, &nonce);
         assert_eq!(h.reply(from, &perm).code(), code, "{peer}");
     }
     let v6 = Req::new(method::CREATE_PERMISSION)
         .peer("[::1]:5000")
         .creds(&user, &pass, &nonce);
-    assert_eq!(h.reply(from, &v6).code(), Some(443), "IPv6 peer on an IPv4 allocation");
+    assert_eq!(
+        h.reply(from, &v6).code(),
+        Some(443),
+        "IPv6 peer on an IPv4 allocation"
+    );
+}
+
+#[test]
+fn even_port_with_reservation_serves_rtp_rtcp_pairs() {
+    let mut h = harness();
+    let rtp = udp("198.51.100.7:40000");
+    let nonce = h.nonce(rtp);
+    let (user, pass) = h.rest_user("alice", 60);
+    // What turnutils_uclient sends: EVEN-PORT with the R bit, then the token.
+    let even = Req::new(method::ALLOCATE)
+        .udp_transport()
+        .attr(attr::EVEN_PORT, &[0x80])
+        .creds(&user, &pass, &nonce);
+    let r = h.reply(rtp, &even);
+    assert_eq!(r.class(), Class::Success, "{:?}", r.code());
+    let rtp_port = r.addr(attr::XOR_RELAYED_ADDRESS).unwrap().port();
+    assert_eq!(rtp_port % 2, 0);
+    let token = r
+        .msg()
+        .get(attr::RESERVATION_TOKEN)
+        .expect("token")
+        .value
+        .to_vec();
+    assert_eq!(token.len(), 8);
+    assert_eq!(h.relays.held.len(), 1);
+
+    let rtcp = udp("198.51.100.7:40001");
+    let with_even = Req::new(method::ALLOCATE)
+        .udp_transport()
+        .attr(attr::RESERVATION_TOKEN, &token)
+        .attr(attr::EVEN_PORT, &[0])
+        .creds(&user, &pass, &nonce);
+    assert_eq!(h.reply(rtcp, &with_even).code(), Some(400));
+    let redeem = Req::new(method::ALLOCATE)
+        .udp_transport()
+        .attr(attr::RESERVATION_TOKEN, &token)
+        .creds(&user, &pass, &nonce);
+    let r = h.reply(rtcp, &redeem);
+    assert_eq!(r.class(), Class::Success);
+    assert_eq!(
+        r.addr(attr::XOR_RELAYED_ADDRESS).unwrap().port(),
+        rtp_port + 1
+    );
+    assert!(h.relays.held.is_empty());
+
+    // A token works once.
+    let again = udp("198.51.100.7:40002");
+    let redeem = Req::new(method::ALLOCATE)
+        .udp_transport()
+        .attr(attr::RESERVATION_TOKEN, &token)
+        .creds(&user, &pass, &nonce);
+    assert_eq!(h.reply(again, &redeem).code(), Some(508));
+
+    // An unredeemed hold is given up after 30 s.
+    let other = udp("198.51.100.7:40003");
+    let even = Req::new(method::ALLOCATE)
+        .udp_transport()
+        .attr(attr::EVEN_PORT, &[0x80])
+        .creds(&user, &pass, &nonce);
+    assert_eq!(h.reply(other, &even).class(), Class::Success);
+    assert_eq!(h.relays.held.len(), 1);
+    h.advance(Duration::from_secs(31));
+    assert!(h.relays.held.is_empty());
 }

@@ -2,7 +2,7 @@
 //! [`super::Attr`] and validate its length; they never panic.
 
 use super::{TransactionId, MAGIC_COOKIE};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 pub const MAPPED_ADDRESS: u16 = 0x0001;
 pub const USERNAME: u16 = 0x0006;
@@ -58,7 +58,7 @@ pub enum AttrError {
 /// USERNAME must be shorter than this many bytes (RFC 8489 §14.3).
 pub const MAX_USERNAME_LEN: usize = 513;
 /// REALM, NONCE, SOFTWARE and the ERROR-CODE reason must be shorter than this many bytes
-/// (RFC 8489 §14.7-14.9, §14.14: 127/128 characters of up to 6 bytes each).
+/// (RFC 8489 §14.8-14.10, §14.14: fewer than 128 characters, of up to 6 bytes each).
 pub const MAX_TEXT_LEN: usize = 763;
 
 /// The 16 bytes an IPv6 XOR address is masked with: the cookie, then the transaction id.
@@ -78,13 +78,13 @@ pub fn encode_xor_address(addr: SocketAddr, txid: &TransactionId) -> ([u8; 20], 
     let port = addr.port() ^ (MAGIC_COOKIE >> 16) as u16;
     out[2..4].copy_from_slice(&port.to_be_bytes());
     match addr.ip().to_canonical() {
-        std::net::IpAddr::V4(ip) => {
+        IpAddr::V4(ip) => {
             out[1] = FAMILY_IPV4;
             let x = u32::from(ip) ^ MAGIC_COOKIE;
             out[4..8].copy_from_slice(&x.to_be_bytes());
             (out, 8)
         }
-        std::net::IpAddr::V6(ip) => {
+        IpAddr::V6(ip) => {
             out[1] = FAMILY_IPV6;
             let mask = ipv6_mask(txid);
             for ((o, a), m) in out[4..].iter_mut().zip(ip.octets()).zip(mask) {
@@ -129,7 +129,7 @@ fn four_bytes(value: &[u8]) -> Result<[u8; 4], AttrError> {
 }
 
 /// CHANNEL-NUMBER: the number (first 2 bytes); RFFU bytes ignored. Range is not checked
-/// here (the server answers 400 for numbers outside 0x4000..=0x4FFF).
+/// here (the server answers 400 for numbers outside 0x4000..=0x7FFF).
 pub fn channel_number(value: &[u8]) -> Result<u16, AttrError> {
     let [hi, lo, _, _] = four_bytes(value)?;
     Ok(u16::from_be_bytes([hi, lo]))

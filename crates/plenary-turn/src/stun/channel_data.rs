@@ -2,11 +2,14 @@
 
 pub const HEADER_LEN: usize = 4;
 pub const MIN_CHANNEL: u16 = 0x4000;
-pub const MAX_CHANNEL: u16 = 0x4FFF;
+/// RFC 8656 narrowed channels to 0x4000..=0x4FFF; RFC 5766 allowed up to 0x7FFF, and
+/// coturn and its `turnutils_uclient` still use that range, so we accept it too. A TURN
+/// client port does not multiplex DTLS/SRTP, which is what the narrowing protected.
+pub const MAX_CHANNEL: u16 = 0x7FFF;
 
 /// Parses a ChannelData message: (channel number, application data). The length field
 /// must not exceed the bytes present; trailing padding is allowed. `None` if malformed or
-/// the channel is outside 0x4000..=0x4FFF.
+/// the channel is outside 0x4000..=0x7FFF.
 pub fn parse(buf: &[u8]) -> Option<(u16, &[u8])> {
     let (&[c0, c1, l0, l1], rest) = buf.split_first_chunk::<HEADER_LEN>()?;
     let channel = u16::from_be_bytes([c0, c1]);
@@ -77,7 +80,7 @@ mod tests {
             assert_eq!(parse(&f[..cut]), None, "prefix of {cut} bytes");
         }
         assert_eq!(parse(&frame(0x3fff, b"x")), None);
-        assert_eq!(parse(&frame(0x5000, b"x")), None);
+        assert_eq!(parse(&frame(0x8000, b"x")), None);
         assert_eq!(parse(&frame(0x0001, b"x")), None);
     }
 

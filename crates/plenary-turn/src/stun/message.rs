@@ -18,6 +18,7 @@ pub(crate) const fn padded(len: usize) -> usize {
     (len + 3) & !3
 }
 
+/// The FINGERPRINT value for a message whose bytes before the attribute are `bytes`.
 pub(crate) fn fingerprint_of(bytes: &[u8]) -> u32 {
     crc32fast::hash(bytes) ^ FINGERPRINT_XOR
 }
@@ -93,14 +94,14 @@ impl<'a> Message<'a> {
         let mut has_fingerprint = false;
         let mut pos = HEADER_LEN;
         while pos < buf.len() {
-            let (typ, len) = attr_header(buf, pos).ok_or(DecodeError::TruncatedAttribute)?;
+            let (attr_type, len) = attr_header(buf, pos).ok_or(DecodeError::TruncatedAttribute)?;
             // The message length is a multiple of 4, so the padding fits whenever the value
             // does; checking the padded end keeps `pos` aligned regardless.
             let end = pos + ATTR_HEADER_LEN + padded(len);
             if end > buf.len() {
                 return Err(DecodeError::TruncatedAttribute);
             }
-            match typ {
+            match attr_type {
                 attr::MESSAGE_INTEGRITY if integrity_offset.is_none() => {
                     integrity_offset = Some(pos);
                 }

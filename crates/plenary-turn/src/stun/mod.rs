@@ -84,7 +84,7 @@ pub mod method {
 pub enum FrameKind {
     /// First two bits 0b00: a STUN message.
     Stun,
-    /// First byte 0x40..=0x4F (channel 0x4000..=0x4FFF): ChannelData.
+    /// First byte 0x40..=0x7F (channel 0x4000..=0x7FFF, see `channel_data::MAX_CHANNEL`).
     ChannelData,
     /// Anything else (including ChannelData numbers outside the valid range).
     Other,
@@ -94,7 +94,7 @@ pub enum FrameKind {
 pub fn frame_kind(first_byte: u8) -> FrameKind {
     match first_byte {
         0x00..=0x3f => FrameKind::Stun,
-        0x40..=0x4f => FrameKind::ChannelData,
+        0x40..=0x7f => FrameKind::ChannelData,
         _ => FrameKind::Other,
     }
 }
@@ -155,8 +155,8 @@ mod tests {
     fn frames_are_classified_and_sized() {
         assert_eq!(frame_kind(0x00), FrameKind::Stun);
         assert_eq!(frame_kind(0x40), FrameKind::ChannelData);
-        assert_eq!(frame_kind(0x4f), FrameKind::ChannelData);
-        assert_eq!(frame_kind(0x50), FrameKind::Other);
+        assert_eq!(frame_kind(0x7f), FrameKind::ChannelData);
+        assert_eq!(frame_kind(0x80), FrameKind::Other);
         assert_eq!(stream_frame_len(&[0x00, 0x01, 0x00, 0x08]), Some(28));
         assert_eq!(stream_frame_len(&[0x40, 0x00, 0x00, 0x05]), Some(12));
         assert_eq!(

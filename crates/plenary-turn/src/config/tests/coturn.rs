@@ -485,3 +485,49 @@ fn option_table_has_no_duplicates() {
     names.dedup();
     assert_eq!(before, names.len());
 }
+
+#[test]
+fn no_multicast_peers_beats_allowed_ranges() {
+    let (c, _) = parse(
+        "no-multicast-peers\nallowed-peer-ip=0.0.0.0-255.255.255.255\nallowed-peer-ip=::/0\n\
+         allowed-peer-ip=::ffff:0.0.0.0-::ffff:255.255.255.255\n",
+    );
+    let p = PeerPolicy::new(c.peers, Vec::new());
+    let multicast = Verdict::Denied(DenyReason::Multicast);
+    for addr in [
+        "224.0.0.1",
+        "239.255.255.255",
+        "ff02::1",
+        "::ffff:224.0.0.1",
+    ] {
+        assert_eq!(p.check(ip(addr)), multicast, "{addr}");
+    }
+    for addr in [
+        "10.0.0.1",
+        "223.255.255.255",
+        "240.0.0.1",
+        "fe80::1",
+        "::ffff:10.0.0.1",
+    ] {
+        assert_eq!(p.check(ip(addr)), Verdict::Allowed, "{addr}");
+    }
+    // Without it, allowed-peer-ip wins over the built-in multicast entry, as in coturn.
+    let (c, _) = parse("allowed-peer-ip=224.0.0.0/4\n");
+    let p = PeerPolicy::new(c.peers, Vec::new());
+    assert_eq!(p.check(ip("224.0.0.1")), Verdict::Allowed);
+}
+
+#[test]
+fn flags_switched_off() {
+    let (c, report) =
+        parse("no-dtls=off\nno-tcp-relay=no\nno-software-attribute=false\nkeep-address-family=0\n");
+    assert!(c.software.is_some());
+    assert!(!c.keep_address_family);
+    let names: Vec<&str> = report
+        .unsupported
+        .iter()
+        .map(|s| s.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(names, ["no-dtls=off", "no-tcp-relay=off"]);
+    assert_eq!(parse("verbose\nverbose=off\n").0.ops.log_level, "info");
+}
