@@ -80,7 +80,7 @@ impl PortPool {
         if bits.count >= self.size {
             return None;
         }
-        let fits = |i: u32| !even || (u32::from(self.min) + i) % 2 == 0;
+        let fits = |i: u32| !even || (u32::from(self.min) + i).is_multiple_of(2);
         let mut pick = None;
         for _ in 0..RANDOM_PROBES {
             let i = rng.gen_range(0..self.size);
