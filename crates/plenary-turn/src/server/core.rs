@@ -23,6 +23,12 @@ pub(super) enum Outcome {
     },
 }
 
+/// The peer a client packet names: an address (Send indication) or a channel.
+pub(super) enum PeerRef {
+    Addr(SocketAddr),
+    Channel(u16),
+}
+
 /// One worker's TURN core.
 pub struct Server {
     pub(super) shared: Arc<Shared>,
@@ -111,14 +117,8 @@ impl Server {
             self.stats.malformed_dropped += 1;
             return Outcome::Nothing;
         };
-        let Some(alloc) = self.allocation_mut(&from) else {
-            return Outcome::Nothing;
-        };
-        let Some(peer) = alloc.peer_of_channel(number, now) else {
-            return Outcome::Nothing;
-        };
         let payload = channel_data::HEADER_LEN..channel_data::HEADER_LEN + payload.len();
-        self.relay_to_peer(now, from, peer, payload, false)
+        self.relay_to_peer(now, from, PeerRef::Channel(number), payload, false)
     }
 
     /// The shared tail of Send indications and ChannelData: permission, budget, relay.
@@ -126,7 +126,7 @@ impl Server {
         &mut self,
         now: Instant,
         from: FiveTuple,
-        peer: SocketAddr,
+        peer: PeerRef,
         payload: Range<usize>,
         dont_fragment: bool,
     ) -> Outcome {
@@ -135,6 +135,13 @@ impl Server {
         };
         let Some(alloc) = self.slots[slot as usize].as_mut() else {
             return Outcome::Nothing;
+        };
+        let peer = match peer {
+            PeerRef::Addr(addr) => addr,
+            PeerRef::Channel(number) => match alloc.peer_of_channel(number, now) {
+                Some(addr) => addr,
+                None => return Outcome::Nothing,
+            },
         };
         if alloc.expires <= now {
             return Outcome::Nothing;

@@ -3,7 +3,7 @@
 
 use super::allocation::{family_index, family_of, Allocation, ByteBucket, ChannelBindError, Relay};
 use super::auth::{authenticate, mint_nonce, nonce_is_valid};
-use super::core::Outcome;
+use super::core::{Outcome, PeerRef};
 use super::reply::Reply;
 use super::shared::QuotaRefusal;
 use super::*;
@@ -546,12 +546,7 @@ impl Server {
         };
         let start = data.offset + 4;
         let dont_fragment = msg.get(attr::DONT_FRAGMENT).is_some();
-        self.relay_to_peer(
-            now,
-            from,
-            peer,
-            start..start + data.value.len(),
-            dont_fragment,
-        )
+        let payload = start..start + data.value.len();
+        self.relay_to_peer(now, from, PeerRef::Addr(peer), payload, dont_fragment)
     }
 }
