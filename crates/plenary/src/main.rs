@@ -40,8 +40,22 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("plenary: {err:#}");
+            eprintln!("plenary: {}", explain(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, skipping a cause whose text an outer message already quotes
+/// (library errors often include their source in their own message).
+fn explain(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }

@@ -110,6 +110,7 @@ struct Builder<'f> {
     cipher_list: Vec<String>,
     tls_port: Option<u16>,
     no_tls: bool,
+    no_dtls: bool,
     prometheus: bool,
     prometheus_port: u16,
     prometheus_ip: Option<IpAddr>,
@@ -140,6 +141,7 @@ impl<'f> Builder<'f> {
             cipher_list: Vec::new(),
             tls_port: None,
             no_tls: false,
+            no_dtls: false,
             prometheus: false,
             prometheus_port: COTURN_PROMETHEUS_PORT,
             prometheus_ip: None,
@@ -306,9 +308,10 @@ impl<'f> Builder<'f> {
                 self.cfg.limits.permission_lifetime = self.required_seconds(name, value, 300)?
             }
             "no-multicast-peers" => self.no_multicast = true,
-            "no-tcp-relay" | "no-dtls" | "no-sslv2" | "no-sslv3" | "no-tlsv1" | "no-tlsv1_1"
-            | "no-cli" | "no-rfc5780" | "fingerprint" | "simple-log" | "no-stdout-log"
-            | "no-auth-pings" | "no-dynamic-ip-list" | "no-dynamic-realms" => {} // Plenary always behaves this way.
+            "no-dtls" => self.no_dtls = true,
+            "no-tcp-relay" | "no-sslv2" | "no-sslv3" | "no-tlsv1" | "no-tlsv1_1" | "no-cli"
+            | "no-rfc5780" | "fingerprint" | "simple-log" | "no-stdout-log" | "no-auth-pings"
+            | "no-dynamic-ip-list" | "no-dynamic-realms" => {} // Plenary always behaves this way.
             "no-loopback-peers" => self.cfg.peers.allow_loopback = false,
             "allow-loopback-peers" => self.cfg.peers.allow_loopback = true,
             "allowed-peer-ip" => {
@@ -391,6 +394,13 @@ impl<'f> Builder<'f> {
             self.cfg.tls = None;
             self.cfg.tls_listening_port = None;
             return Ok(());
+        }
+        if !self.no_dtls && (self.cert.is_some() || self.cfg.tls_listening_port.is_some()) {
+            // coturn would also answer DTLS on the TLS port; browsers use TLS or TCP there.
+            self.report.note(
+                "DTLS",
+                "coturn serves it on the TLS port unless no-dtls; Plenary serves TLS and plain TCP there",
+            );
         }
         match (self.cert.take(), self.pkey.take()) {
             (Some((cert, _)), Some((key, _))) => {
