@@ -28,6 +28,17 @@ enum Command {
     Cred(cred::CredArgs),
     /// Validate a TURN config (Plenary TOML or coturn syntax) without starting.
     CheckConfig(turn_cmd::ConfigSource),
+    /// Load generators that measure a server's capacity.
+    #[command(subcommand)]
+    Probe(ProbeCommand),
+}
+
+#[derive(Subcommand)]
+enum ProbeCommand {
+    /// Synthetic TURN clients against any TURN server: allocation time, relayed packets,
+    /// loss, RTT and jitter, optional staircase ramp with the knee, JSON and HTML report.
+    /// Exit code: 0 held, 1 thresholds breached or capacity below --require, 2 invalid run.
+    Turn(plenary_probe::turn::TurnProbeArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +47,15 @@ fn main() -> ExitCode {
         Command::Turn(args) => turn_cmd::run(args),
         Command::Cred(args) => cred::run(args),
         Command::CheckConfig(source) => turn_cmd::check(source),
+        Command::Probe(ProbeCommand::Turn(args)) => {
+            return match plenary_probe::turn::run(args) {
+                Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(2)),
+                Err(err) => {
+                    eprintln!("plenary probe turn: {}", explain(&err));
+                    ExitCode::from(2)
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,103 @@
+//! TLS client configuration: verified against a CA bundle, or (`--insecure`) against
+//! nothing, for self-signed test certificates. Handshake signatures are still checked in
+//! insecure mode, so the session is at least bound to the key the server showed.
+
+use anyhow::Context as _;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{ring::default_provider, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Debian's bundle, used when no --ca-file is given.
+const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+pub fn client_config(insecure: bool, ca_file: Option<&Path>) -> anyhow::Result<Arc<ClientConfig>> {
+    let provider = Arc::new(default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?;
+    let config = if insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+            .with_no_client_auth()
+    } else {
+        let path = ca_file.unwrap_or(Path::new(SYSTEM_BUNDLE));
+        let pem = std::fs::read(path)
+            .with_context(|| format!("reading CA certificates from {}", path.display()))?;
+        let mut roots = rustls::RootCertStore::empty();
+        let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("parsing {}", path.display()))?;
+        let (added, _) = roots.add_parsable_certificates(certs);
+        anyhow::ensure!(
+            added > 0,
+            "no usable CA certificate in {} (use --ca-file, or --insecure for test certificates)",
+            path.display()
+        );
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insecure_config_builds_and_missing_ca_file_is_explained() {
+        assert!(client_config(true, None).is_ok());
+        let err = client_config(false, Some(Path::new("/nonexistent/ca.pem"))).unwrap_err();
+        assert!(format!("{err:#}").contains("/nonexistent/ca.pem"));
+    }
+}
