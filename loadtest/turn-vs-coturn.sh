@@ -5,12 +5,14 @@
 # packets per server CPU-second, loss, and peak RSS per 1000 allocations, with ratios.
 #
 # Usage: loadtest/turn-vs-coturn.sh [--clients N] [--interval-ms MS] [--messages N]
-#                                   [--size BYTES] [--out FILE]
+#          [--size BYTES] [--mem-clients N] [--probe-allocations N] [--probe-flow audio|video]
+#          [--probe-seconds S] [--out FILE]
 # All traffic stays on 127.0.0.1. Every run is bounded by --messages and a timeout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CLIENTS=100 INTERVAL=2 MESSAGES=2500 SIZE=172 MEM_CLIENTS=500 OUT=""
+PROBE_ALLOCS=100 PROBE_FLOW=video PROBE_SECONDS=10
 SERVER_CORE=0 LOAD_CORE=1
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -19,6 +21,9 @@ while [ $# -gt 0 ]; do
     --messages) MESSAGES=$2; shift 2 ;;
     --size) SIZE=$2; shift 2 ;;
     --mem-clients) MEM_CLIENTS=$2; shift 2 ;;
+    --probe-allocations) PROBE_ALLOCS=$2; shift 2 ;;
+    --probe-flow) PROBE_FLOW=$2; shift 2 ;;
+    --probe-seconds) PROBE_SECONDS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     -h|--help) sed -n 2,10p "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
@@ -120,6 +125,20 @@ measure() {
   sent=$(grep -o 'tot_send_msgs=[0-9]*' "$LOAD_LOG" | tail -1 | cut -d= -f2)
   recv=$(grep -o 'tot_recv_msgs=[0-9]*' "$LOAD_LOG" | tail -1 | cut -d= -f2)
   lost=$(grep -o 'Total lost packets [0-9]* ([0-9.]*%)' "$LOAD_LOG" | tail -1 | sed 's/.*(\(.*\)%)/\1/')
+  # Second load: plenary probe (its own echo peers), shaped media flows.
+  taskset -c $LOAD_CORE "$PLENARY" probe turn --server "127.0.0.1:$PORT" --secret "$SECRET" \
+      --allocations "$PROBE_ALLOCS" --flow "$PROBE_FLOW" --duration "$PROBE_SECONDS" \
+      --server-pid "$SERVER_PID" --report "$WORK/$name-probe" --quiet >"$WORK/$name-probe.out" 2>&1 || true
+  read -r R[$name.probe_pps] R[$name.probe_loss] R[$name.probe_valid] < <(python3 - "$WORK/$name-probe/report.json" <<'PY'
+import json, sys
+try:
+    r = json.load(open(sys.argv[1]))
+    step = r["steps"][-1]
+    print(f'{r["server"]["relayed_per_cpu_second"]:.0f}', f'{step["loss_pct"]:.3f}', "yes" if step["valid"] else "no")
+except Exception as e:
+    print("0 100 no")
+PY
+)
   # Memory: MEM_CLIENTS allocations held briefly.
   export LOAD_LOG=$WORK/$name-mem.log
   run_load taskset -c $LOAD_CORE timeout 120 turnutils_uclient -c -m "$MEM_CLIENTS" -n 20 -l 100 -z 50 \
@@ -145,12 +164,16 @@ kill "$PEER_PID" 2>/dev/null || true
 
 ratio() { python3 -c "a,b=float('$1'),float('$2'); print(f'{a/b:.2f}x' if b>0 else 'n/a')"; }
 valid=yes
-for s in coturn plenary; do [ "${R[$s.load_busy]}" -gt 90 ] && valid="NO: load generator saturated during $s"; done
+for s in coturn plenary; do
+  [ "${R[$s.load_busy]}" -gt 90 ] && valid="NO: load generator saturated during $s"
+  [ "${R[$s.probe_valid]}" = yes ] || valid="NO: plenary probe ruled its own run against $s invalid"
+done
 report=$(cat <<EOF
 ## turn-vs-coturn $(date -u +%Y-%m-%dT%H:%MZ)
 
-Command: \`loadtest/turn-vs-coturn.sh --clients $CLIENTS --interval-ms $INTERVAL --messages $MESSAGES --size $SIZE --mem-clients $MEM_CLIENTS\`
-Load: turnutils_uclient, $CLIENTS clients (one allocation + channel each), $SIZE-byte messages every $INTERVAL ms, echoed by turnutils_peer.
+Command: \`loadtest/turn-vs-coturn.sh --clients $CLIENTS --interval-ms $INTERVAL --messages $MESSAGES --size $SIZE --mem-clients $MEM_CLIENTS --probe-allocations $PROBE_ALLOCS --probe-flow $PROBE_FLOW --probe-seconds $PROBE_SECONDS\`
+Load 1: turnutils_uclient, $CLIENTS clients (one allocation + channel each), $SIZE-byte messages every $INTERVAL ms, echoed by turnutils_peer.
+Load 2: plenary probe turn, $PROBE_ALLOCS allocations with $PROBE_FLOW flows for $PROBE_SECONDS s, echoed by its own peers.
 Pinning: servers on core $SERVER_CORE, load generator on core $LOAD_CORE. coturn $(dpkg-query -W -f '${Version}' coturn 2>/dev/null), plenary $(git rev-parse --short HEAD).
 Valid: $valid
 
@@ -160,6 +183,8 @@ Valid: $valid
 | loss (uclient) | ${R[coturn.lost]}% | ${R[plenary.lost]}% | |
 | server CPU seconds | ${R[coturn.cpu]} | ${R[plenary.cpu]} | |
 | relayed packets per server CPU-second | ${R[coturn.pps_per_cpu]} | ${R[plenary.pps_per_cpu]} | $(ratio "${R[plenary.pps_per_cpu]}" "${R[coturn.pps_per_cpu]}") |
+| probe: $PROBE_ALLOCS $PROBE_FLOW flows, relayed packets per server CPU-second | ${R[coturn.probe_pps]} | ${R[plenary.probe_pps]} | $(ratio "${R[plenary.probe_pps]}" "${R[coturn.probe_pps]}") |
+| probe: loss | ${R[coturn.probe_loss]}% | ${R[plenary.probe_loss]}% | |
 | peak RSS growth per 1000 allocations (MiB) | ${R[coturn.rss_per_1k]} | ${R[plenary.rss_per_1k]} | $(ratio "${R[plenary.rss_per_1k]}" "${R[coturn.rss_per_1k]}") |
 | load generator busy | ${R[coturn.load_busy]}% | ${R[plenary.load_busy]}% | |
 EOF
