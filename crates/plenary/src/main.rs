@@ -38,7 +38,7 @@ enum ProbeCommand {
     /// Synthetic TURN clients against any TURN server: allocation time, relayed packets,
     /// loss, RTT and jitter, optional staircase ramp with the knee, JSON and HTML report.
     /// Exit code: 0 held, 1 thresholds breached or capacity below --require, 2 invalid run.
-    Turn(plenary_probe::turn::TurnProbeArgs),
+    Turn(Box<plenary_probe::turn::TurnProbeArgs>),
 }
 
 fn main() -> ExitCode {
@@ -48,7 +48,7 @@ fn main() -> ExitCode {
         Command::Cred(args) => cred::run(args),
         Command::CheckConfig(source) => turn_cmd::check(source),
         Command::Probe(ProbeCommand::Turn(args)) => {
-            return match plenary_probe::turn::run(args) {
+            return match plenary_probe::turn::run(*args) {
                 Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(2)),
                 Err(err) => {
                     eprintln!("plenary probe turn: {}", explain(&err));
