@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the TURN/STUN server (a drop-in for coturn next to a BigBlueButton node).
-    Turn(turn_cmd::TurnArgs),
+    Turn(Box<turn_cmd::TurnArgs>),
     /// Print a TURN REST username and password made from a shared secret.
     Cred(cred::CredArgs),
     /// Validate a TURN config (Plenary TOML or coturn syntax) without starting.
@@ -44,7 +44,7 @@ enum ProbeCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Turn(args) => turn_cmd::run(args),
+        Command::Turn(args) => turn_cmd::run(*args),
         Command::Cred(args) => cred::run(args),
         Command::CheckConfig(source) => turn_cmd::check(source),
         Command::Probe(ProbeCommand::Turn(args)) => {
