@@ -6,15 +6,20 @@
 //!   SO_REUSEPORT UDP socket per listening address, its relay sockets and its TCP/TLS
 //!   connections. Worker state is `Rc<RefCell<_>>`, never borrowed across an `.await`;
 //!   nothing is locked across workers on the packet path.
+//! - UDP is batched: `recvmmsg` on every socket, and client-bound datagrams leave each
+//!   listening socket in one `sendmmsg` per scheduler pass ([`flush`]), so the cost per
+//!   datagram is the kernel's own work and little else.
 //! - One control thread: TCP accept (connections handed to workers round-robin), drain
 //!   supervision, the allocation gauge.
 //!
 //! Entry point: [`start`], which returns a [`RunningTurn`].
 
+mod batch;
 mod bind;
 mod control;
 #[cfg(test)]
 mod e2e_tests;
+mod flush;
 mod metrics_export;
 mod ports;
 mod relay;

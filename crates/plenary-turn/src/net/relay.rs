@@ -1,10 +1,11 @@
 //! Relay sockets of one worker: the [`RelayPorts`] the core opens and closes, the send path
 //! to peers, and one reader task per socket feeding peer datagrams to the core.
 
+use super::batch::send_one;
 use super::ports::{PortLease, RelayAllocator};
-use super::sockets::send_now;
 use super::task::Supervisor;
-use super::worker::{Worker, BATCH};
+use super::udp::{self, Drained};
+use super::worker::Worker;
 use super::{LogKind, NET_LOG};
 use crate::server::{Family, OpenError, OpenedRelay, PortChoice, RelayHandle, RelayPorts};
 use plenary_ops::limited_debug;
@@ -13,8 +14,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::time::Instant;
-use tokio::net::UdpSocket;
+use tokio::io::unix::AsyncFd;
 use tokio::task::AbortHandle;
 
 /// Handles are `generation << 24 | slot`: a handle the core kept past `close` (a bug)
@@ -25,7 +25,7 @@ const SLOT_MASK: u32 = (1 << SLOT_BITS) - 1;
 /// A relay socket and its port reservation: the port returns to the pool when the last
 /// reference (table slot or reader task) goes.
 pub(crate) struct RelaySocket {
-    sock: UdpSocket,
+    sock: AsyncFd<std::net::UdpSocket>,
     _lease: PortLease,
 }
 
@@ -95,7 +95,7 @@ impl RelayTable {
             self.stats.unknown_handle += 1;
             return;
         };
-        match send_now(&open.sock.sock, payload, peer) {
+        match send_one(open.sock.sock.get_ref(), payload, peer) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.stats.send_dropped += 1,
             Err(e) => {
@@ -142,7 +142,7 @@ impl RelayPorts for RelayTable {
                 return Err(err);
             }
         };
-        let sock = match UdpSocket::from_std(std_sock) {
+        let sock = match udp::register(std_sock) {
             Ok(s) => s,
             Err(e) => {
                 self.stats.open_failed += 1;
@@ -150,7 +150,7 @@ impl RelayPorts for RelayTable {
                 return Err(OpenError::Exhausted);
             }
         };
-        let local = match sock.local_addr() {
+        let local = match sock.get_ref().local_addr() {
             Ok(a) => a,
             Err(_) => {
                 self.stats.open_failed += 1;
@@ -197,39 +197,29 @@ impl RelayPorts for RelayTable {
 /// is aborted) or the worker is gone.
 async fn read_loop(worker: Weak<RefCell<Worker>>, handle: RelayHandle, sock: Rc<RelaySocket>) {
     loop {
-        if let Err(e) = sock.sock.readable().await {
-            limited_debug!(NET_LOG, LogKind::UdpRecv, error = %e, "relay socket failed");
-            return;
-        }
-        let handled = match worker.upgrade() {
-            Some(w) => drain(&w, handle, &sock.sock),
-            None => return,
-        };
-        if handled == BATCH {
-            tokio::task::yield_now().await;
-        }
-    }
-}
-
-/// One batch of non-blocking receives from a relay socket; returns how many it took.
-fn drain(worker: &RefCell<Worker>, handle: RelayHandle, sock: &UdpSocket) -> usize {
-    let mut guard = worker.borrow_mut();
-    let w = &mut *guard;
-    let now = Instant::now();
-    let mut handled = 0;
-    while handled < BATCH {
-        match sock.try_recv_from(w.peer_rx_buf()) {
-            Ok((len, peer)) => {
-                handled += 1;
-                w.on_peer_datagram(now, handle, peer, len);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+        let mut guard = match sock.sock.readable().await {
+            Ok(g) => g,
             Err(e) => {
-                w.io.recv_errors += 1;
-                limited_debug!(NET_LOG, LogKind::UdpRecv, error = %e, "relay recv failed");
-                handled += 1; // a pending socket error is reported once: read on
+                limited_debug!(NET_LOG, LogKind::UdpRecv, error = %e, "relay socket failed");
+                return;
+            }
+        };
+        let Some(w) = worker.upgrade() else {
+            return;
+        };
+        let drained = udp::drain(
+            &mut w.borrow_mut(),
+            guard.get_inner(),
+            udp::RELAY_RECV,
+            LogKind::UdpRecv,
+            |w, now| w.on_peer_batch(now, handle),
+        );
+        match drained {
+            Drained::Empty => guard.clear_ready(),
+            Drained::Budget => {
+                drop(guard);
+                tokio::task::yield_now().await;
             }
         }
     }
-    handled
 }

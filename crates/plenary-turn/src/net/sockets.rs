@@ -2,7 +2,7 @@
 //! std sockets so they can be created on one thread and registered with another thread's
 //! runtime.
 
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
@@ -59,18 +59,6 @@ pub(crate) fn bind_tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpLis
     sock.bind(&addr.into())?;
     sock.listen(1024)?;
     Ok(sock.into())
-}
-
-/// Sends one datagram now or never. Goes straight to the (non-blocking) syscall: tokio's
-/// `try_send_to` answers WouldBlock until its reactor has seen the socket writable, which
-/// silently drops the first datagrams of a freshly opened relay. We never wait for
-/// writability (a full buffer drops the datagram), so tokio's readiness is not needed.
-pub(crate) fn send_now(
-    sock: &tokio::net::UdpSocket,
-    data: &[u8],
-    to: SocketAddr,
-) -> io::Result<usize> {
-    SockRef::from(sock).send_to(data, &to.into())
 }
 
 /// The source address the kernel would pick to reach the public internet, found by

@@ -1,17 +1,17 @@
 //! One worker thread: a current-thread runtime owning one [`Server`] core and every socket
 //! whose traffic that core handles.
 
+use super::batch::{send_alone, Flushed, RecvBatch, SendBatch};
+use super::flush::{flush_loop, FlushSignal};
 use super::metrics_export::StatsExporter;
 use super::ports::RelayAllocator;
 use super::relay::RelayTable;
 use super::service::Phase;
-use super::sockets::send_now;
 use super::stream::{self, ConnOut, Incoming, StreamSettings};
 use super::task::Supervisor;
 use super::{udp, LogKind, NET_LOG};
 use crate::server::{
-    ClientAction, FiveTuple, PeerAction, RelayHandle, Server, Shared, Transport, PEER_HEADROOM,
-    PEER_TAILROOM, SCRATCH_LEN,
+    ClientAction, FiveTuple, PeerAction, RelayHandle, Server, Shared, Transport, SCRATCH_LEN,
 };
 use plenary_ops::limited_debug;
 use std::cell::RefCell;
@@ -21,14 +21,9 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::UdpSocket;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch};
 
-/// Largest UDP payload we accept (the IPv4 maximum is 65507; IPv6 jumbograms are not
-/// a TURN thing).
-pub(crate) const MAX_UDP_PAYLOAD: usize = 65535;
-/// The worker's receive buffer: room for the core to frame a peer datagram in place.
-const RX_BUF_LEN: usize = PEER_HEADROOM + MAX_UDP_PAYLOAD + PEER_TAILROOM;
 /// Datagrams handled per readiness event before yielding, so one busy socket cannot
 /// starve the others on this worker.
 pub(crate) const BATCH: usize = 64;
@@ -57,7 +52,9 @@ pub(crate) struct IoStats {
 
 pub(crate) struct UdpListener {
     pub local: SocketAddr,
-    pub sock: Rc<UdpSocket>,
+    pub sock: Rc<AsyncFd<std::net::UdpSocket>>,
+    /// Client-bound datagrams waiting for the next flush.
+    pub out: SendBatch,
 }
 
 /// Everything one worker owns. Borrowed (mutably) only between two `.await`s.
@@ -67,57 +64,57 @@ pub(crate) struct Worker {
     pub udp: Vec<UdpListener>,
     /// Open TCP/TLS connections by 5-tuple, for peer data going to them.
     pub conns: HashMap<FiveTuple, Rc<ConnOut>>,
-    /// Receive buffer shared by all of this worker's UDP sockets (never held across
-    /// an await, so one is enough).
-    pub buf: Box<[u8]>,
+    /// Receive slots shared by all of this worker's UDP sockets (never held across an
+    /// await, so one set is enough).
+    pub rx: RecvBatch,
     pub scratch: Box<[u8]>,
     pub io: IoStats,
+    /// Wakes the task that flushes the listeners' `out` batches.
+    pub flush: Rc<FlushSignal>,
 }
 
 pub(crate) type WorkerRef = Rc<RefCell<Worker>>;
 
 impl Worker {
-    /// The part of [`buf`](Self::buf) a relay socket receives into.
-    pub(crate) fn peer_rx_buf(&mut self) -> &mut [u8] {
-        &mut self.buf[PEER_HEADROOM..PEER_HEADROOM + MAX_UDP_PAYLOAD]
-    }
-
-    /// A datagram from a client arrived on listening socket `idx`, in `buf[..len]`.
-    pub(crate) fn on_udp_datagram(
-        &mut self,
-        now: Instant,
-        idx: usize,
-        from: SocketAddr,
-        len: usize,
-    ) {
+    /// Datagrams from clients, received on listening socket `idx` into [`rx`](Self::rx).
+    pub(crate) fn on_udp_batch(&mut self, now: Instant, idx: usize) {
         let Worker {
             core,
             relays,
             udp,
-            buf,
+            rx,
             scratch,
             io,
+            flush,
             ..
         } = self;
-        let (Some(l), Some(data)) = (udp.get(idx), buf.get(..len)) else {
+        let Some(l) = udp.get_mut(idx) else {
             return;
         };
-        io.client_rx_packets += 1;
-        io.client_rx_bytes += len as u64;
-        let five = FiveTuple {
-            transport: Transport::Udp,
-            client: from,
-            server: l.local,
-        };
-        match core.handle_client(now, five, data, scratch, relays) {
-            ClientAction::None => {}
-            ClientAction::Reply(reply) => send_udp(&l.sock, reply, from, io),
-            ClientAction::ToPeer {
-                relay,
-                peer,
-                payload,
-                ..
-            } => relays.send(relay, peer, payload),
+        for i in 0..rx.len() {
+            let (from, slot, range) = rx.slot(i);
+            let Some(from) = from else {
+                io.recv_errors += 1;
+                continue;
+            };
+            let data = &slot[range];
+            io.client_rx_packets += 1;
+            io.client_rx_bytes += data.len() as u64;
+            let five = FiveTuple {
+                transport: Transport::Udp,
+                client: from,
+                server: l.local,
+            };
+            match core.handle_client(now, five, data, scratch, relays) {
+                ClientAction::None => {}
+                ClientAction::Reply(reply) => queue_udp(l, reply, from, io, flush),
+                ClientAction::ToPeer {
+                    relay,
+                    peer,
+                    payload,
+                    ..
+                } => relays.send(relay, peer, payload),
+            }
         }
     }
 
@@ -158,36 +155,46 @@ impl Worker {
         }
     }
 
-    /// Relay socket `relay` received `len` bytes from `peer` into
-    /// `buf[PEER_HEADROOM..PEER_HEADROOM + len]`.
-    pub(crate) fn on_peer_datagram(
-        &mut self,
-        now: Instant,
-        relay: RelayHandle,
-        peer: SocketAddr,
-        len: usize,
-    ) {
+    /// Datagrams from peers, received on relay socket `relay` into [`rx`](Self::rx).
+    /// Client-bound UDP output joins the listeners' batches.
+    pub(crate) fn on_peer_batch(&mut self, now: Instant, relay: RelayHandle) {
         let Worker {
             core,
             udp,
             conns,
-            buf,
+            rx,
             io,
+            flush,
             ..
         } = self;
-        let payload = PEER_HEADROOM..PEER_HEADROOM + len.min(MAX_UDP_PAYLOAD);
-        match core.handle_peer(now, relay, peer, buf, payload) {
-            PeerAction::None => {}
-            PeerAction::ToClient { to, data } => match to.transport {
-                Transport::Udp => match udp.iter().find(|l| l.local == to.server) {
-                    Some(l) => send_udp(&l.sock, data, to.client, io),
-                    None => io.send_errors += 1,
+        for i in 0..rx.len() {
+            let (peer, slot, range) = rx.slot(i);
+            let Some(peer) = peer else {
+                io.recv_errors += 1;
+                continue;
+            };
+            match core.handle_peer(now, relay, peer, slot, range) {
+                PeerAction::None => {}
+                PeerAction::ToClient { to, data } => match to.transport {
+                    Transport::Udp => match udp.iter_mut().find(|l| l.local == to.server) {
+                        Some(l) => queue_udp(l, data, to.client, io, flush),
+                        None => io.send_errors += 1,
+                    },
+                    Transport::Tcp | Transport::Tls => match conns.get(&to) {
+                        Some(out) => queue_stream(out, data, io),
+                        None => io.stream_send_dropped += 1,
+                    },
                 },
-                Transport::Tcp | Transport::Tls => match conns.get(&to) {
-                    Some(out) => queue_stream(out, data, io),
-                    None => io.stream_send_dropped += 1,
-                },
-            },
+            }
+        }
+    }
+
+    /// Sends every listener's queued client-bound datagrams.
+    pub(crate) fn flush_udp(&mut self) {
+        for l in &mut self.udp {
+            if !l.out.is_empty() {
+                flush_listener(l, &mut self.io);
+            }
         }
     }
 }
@@ -204,17 +211,45 @@ fn is_authenticated_success(msg: &[u8]) -> bool {
     msg[0] & 0xc0 == 0 && success && method != crate::stun::method::BINDING
 }
 
-pub(crate) fn send_udp(sock: &UdpSocket, data: &[u8], to: SocketAddr, io: &mut IoStats) {
-    match send_now(sock, data, to) {
-        Ok(_) => {
-            io.client_tx_packets += 1;
-            io.client_tx_bytes += data.len() as u64;
+/// Queues a client-bound datagram on listener `l`'s batch, flushing first if it has no
+/// room and right after if that filled it.
+fn queue_udp(
+    l: &mut UdpListener,
+    data: &[u8],
+    to: SocketAddr,
+    io: &mut IoStats,
+    flush: &FlushSignal,
+) {
+    if !l.out.has_room(data.len()) {
+        flush_listener(l, io);
+        if !l.out.has_room(data.len()) {
+            // Larger than a whole batch: alone.
+            let f = send_alone(l.sock.get_ref(), data, to);
+            count_flushed(f, io);
+            return;
         }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => io.udp_send_dropped += 1,
-        Err(e) => {
-            io.send_errors += 1;
-            limited_debug!(NET_LOG, LogKind::UdpSend, %to, error = %e, "send to client failed");
-        }
+    }
+    if l.out.is_empty() {
+        flush.raise();
+    }
+    l.out.push(data, to);
+    if l.out.is_full() {
+        flush_listener(l, io);
+    }
+}
+
+fn flush_listener(l: &mut UdpListener, io: &mut IoStats) {
+    let f = l.out.flush(l.sock.get_ref());
+    count_flushed(f, io);
+}
+
+fn count_flushed(f: Flushed, io: &mut IoStats) {
+    io.client_tx_packets += f.sent;
+    io.client_tx_bytes += f.sent_bytes;
+    io.udp_send_dropped += f.dropped;
+    io.send_errors += f.errors;
+    if let Some((to, e)) = f.last_error {
+        limited_debug!(NET_LOG, LogKind::UdpSend, %to, error = %e, "send to client failed");
     }
 }
 
@@ -265,21 +300,26 @@ async fn worker_main(seed: WorkerSeed) -> Result<(), WorkerError> {
         let local = s.local_addr()?;
         listeners.push(UdpListener {
             local,
-            sock: Rc::new(UdpSocket::from_std(s)?),
+            sock: Rc::new(udp::register(s)?),
+            out: SendBatch::default(),
         });
     }
-    let socks: Vec<Rc<UdpSocket>> = listeners.iter().map(|l| l.sock.clone()).collect();
+    let flush = Rc::new(FlushSignal::default());
+    let socks: Vec<Rc<AsyncFd<std::net::UdpSocket>>> =
+        listeners.iter().map(|l| l.sock.clone()).collect();
     let worker: WorkerRef = Rc::new_cyclic(|weak| {
         RefCell::new(Worker {
             core: Server::new(seed.shared, seed.start, seed.start_unix),
             relays: RelayTable::new(seed.relays, weak.clone(), sup.clone()),
             udp: listeners,
             conns: HashMap::new(),
-            buf: vec![0; RX_BUF_LEN].into_boxed_slice(),
+            rx: RecvBatch::default(),
             scratch: vec![0; SCRATCH_LEN].into_boxed_slice(),
             io: IoStats::default(),
+            flush: flush.clone(),
         })
     });
+    sup.spawn(flush_loop(worker.clone(), flush));
     for (idx, sock) in socks.into_iter().enumerate() {
         sup.spawn(udp::listen_loop(worker.clone(), idx, sock));
     }
