@@ -6,7 +6,7 @@ use super::tls::is_tls_client_hello;
 use super::worker::WorkerRef;
 use super::{LogKind, NET_LOG};
 use crate::server::{FiveTuple, Transport};
-use crate::stun::{stream_frame_len, HEADER_LEN};
+use crate::stun::{frame_kind, stream_frame_len, FrameKind, HEADER_LEN};
 use plenary_ops::limited_debug;
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -92,6 +92,10 @@ pub(crate) struct FrameBuf {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// A client's first frame is always STUN (ChannelData needs an allocation first), so
+    /// anything else at the start is not TURN, e.g. an HTTP request, whose ASCII would
+    /// otherwise read as ChannelData and wait for the idle timeout.
+    first_frame: bool,
 }
 
 impl Default for FrameBuf {
@@ -100,6 +104,7 @@ impl Default for FrameBuf {
             buf: vec![0; INITIAL_READ_BUF],
             start: 0,
             end: 0,
+            first_frame: true,
         }
     }
 }
@@ -140,6 +145,9 @@ impl FrameBuf {
         if avail.len() < 4 {
             return Ok(None);
         }
+        if self.first_frame && frame_kind(avail[0]) != FrameKind::Stun {
+            return Err(());
+        }
         let len = stream_frame_len(avail).ok_or(())?;
         if len > MAX_FRAME {
             return Err(());
@@ -149,6 +157,7 @@ impl FrameBuf {
         }
         let s = self.start;
         self.start += len;
+        self.first_frame = false;
         Ok(Some(&self.buf[s..s + len]))
     }
 }

@@ -198,3 +198,26 @@ async fn peek_sees_plain_stun_first_byte() {
     assert!(matches!(close, Close::Eof));
     assert_eq!(got, [stun(0, 0)]);
 }
+
+#[tokio::test]
+async fn http_on_a_fresh_connection_closes_at_once() {
+    let (mut client, server) = tcp_pair().await;
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    // Without the first-frame rule "GET " reads as ChannelData 0x4745 and waits.
+    let close = read_frames(server, || Duration::from_secs(10), |_, _| {}).await;
+    assert!(matches!(close, Close::Framing), "{close:?}");
+}
+
+#[test]
+fn channel_data_is_accepted_after_a_first_stun_frame_only() {
+    let channel_data = [0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4];
+    let mut fb = FrameBuf::default();
+    assert!(feed(&mut fb, &channel_data, 8).is_err());
+    let mut fb = FrameBuf::default();
+    let mut bytes = stun(4, 1);
+    bytes.extend_from_slice(&channel_data);
+    assert_eq!(feed(&mut fb, &bytes, 5).expect("frames").len(), 2);
+}
