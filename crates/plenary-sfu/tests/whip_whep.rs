@@ -1,0 +1,343 @@
+//! End-to-end on 127.0.0.1: a str0m WHIP publisher and a str0m WHEP viewer through the SFU
+//! over real HTTP, ICE, DTLS-SRTP; plus HTTP error and CORS checks.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plenary_sfu::{serve, RunningSfu, SfuConfig};
+use str0m::change::SdpAnswer;
+use str0m::media::{Direction, MediaKind};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpWrite;
+use str0m::{Candidate, Event, Input, Output, RtcConfig};
+
+struct HttpResp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl HttpResp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Minimal HTTP/1.1 client: one request per connection, read until close.
+fn http(addr: SocketAddr, method: &str, path: &str, ctype: Option<&str>, body: &str) -> HttpResp {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let ct = ctype
+        .map(|c| format!("Content-Type: {c}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("http response");
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    HttpResp {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+async fn start() -> RunningSfu {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    serve(SfuConfig {
+        http: any,
+        media: any,
+        public_ip: None,
+    })
+    .await
+    .expect("sfu starts")
+}
+
+#[derive(Default)]
+struct Shared {
+    connected: AtomicBool,
+    go: AtomicBool,
+    stop: AtomicBool,
+    sent: AtomicU64,
+    got_video: AtomicU64,
+    got_audio: AtomicU64,
+    keyframe_requests: AtomicU64,
+}
+
+/// A str0m client: offers sendonly (publisher) or recvonly (viewer) audio+video to
+/// `path`, then runs its ICE/DTLS/RTP loop until `stop` or its own deadline.
+/// Returns the resource Location. The publisher sends `count` video packets (and one audio
+/// packet per four) once `go` is set.
+fn client(
+    http_addr: SocketAddr,
+    path: &str,
+    publisher: bool,
+    count: u64,
+    sh: Arc<Shared>,
+) -> (String, std::thread::JoinHandle<()>) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local = sock.local_addr().unwrap();
+    let mut rtc = RtcConfig::new().set_rtp_mode(true).build(Instant::now());
+    rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+    let dir = if publisher {
+        Direction::SendOnly
+    } else {
+        Direction::RecvOnly
+    };
+    let mut api = rtc.sdp_api();
+    let amid = api.add_media(MediaKind::Audio, dir, None, None, None);
+    let vmid = api.add_media(MediaKind::Video, dir, None, None, None);
+    let (offer, pending) = api.apply().expect("offer");
+    let r = http(
+        http_addr,
+        "POST",
+        path,
+        Some("application/sdp"),
+        &offer.to_sdp_string(),
+    );
+    assert_eq!(r.status, 201, "POST {path}: {}", r.body);
+    assert_eq!(r.header("content-type"), Some("application/sdp"));
+    let location = r.header("location").expect("Location").to_owned();
+    let answer = SdpAnswer::from_sdp_string(&r.body).expect("answer parses");
+    rtc.sdp_api()
+        .accept_answer(pending, answer)
+        .expect("answer accepted");
+
+    let handle = std::thread::spawn(move || {
+        let pt_of =
+            |rtc: &str0m::Rtc, mid| rtc.media(mid).and_then(|m| m.remote_pts().first().copied());
+        let (apt, vpt) = (pt_of(&rtc, amid).unwrap(), pt_of(&rtc, vmid).unwrap());
+        let video: Arc<[u8]> = vec![0x90u8; 1000].into();
+        let audio: Arc<[u8]> = vec![0xf8u8; 120].into();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let mut buf = vec![0u8; 2048];
+        let mut seq = 0u64;
+        let mut next_send = Instant::now();
+        while Instant::now() < deadline && !sh.stop.load(Ordering::Relaxed) {
+            let timeout = loop {
+                match rtc.poll_output() {
+                    Ok(Output::Timeout(t)) => break t,
+                    Ok(Output::Transmit(t)) => {
+                        let _ = sock.send_to(&t.contents, t.destination);
+                    }
+                    Ok(Output::Event(Event::Connected)) => {
+                        sh.connected.store(true, Ordering::SeqCst)
+                    }
+                    Ok(Output::Event(Event::KeyframeRequest(_))) => {
+                        sh.keyframe_requests.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(Output::Event(Event::RtpPacket(p))) => {
+                        let mid = rtc.direct_api().stream_rx(&p.header.ssrc).map(|s| s.mid());
+                        if mid == Some(vmid) {
+                            sh.got_video.fetch_add(1, Ordering::SeqCst);
+                        } else if mid == Some(amid) {
+                            sh.got_audio.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("client rtc: {e}"),
+                }
+            };
+            let now = Instant::now();
+            let mut wake = timeout.min(now + Duration::from_millis(20));
+            if publisher && sh.go.load(Ordering::Relaxed) && seq < count {
+                if now >= next_send {
+                    seq += 1;
+                    let mut api = rtc.direct_api();
+                    let tx = api.stream_tx_by_mid(vmid, None).expect("video tx");
+                    // 90 kHz clock, 5 packets per frame at 100 fps-ish pacing.
+                    let ts = (seq / 5 * 900) as u32;
+                    tx.write_rtp(
+                        RtpWrite::new(vpt, seq.into(), ts, now, video.clone())
+                            .marker(seq.is_multiple_of(5))
+                            .nackable(true),
+                    );
+                    if seq.is_multiple_of(4) {
+                        let tx = api.stream_tx_by_mid(amid, None).expect("audio tx");
+                        tx.write_rtp(RtpWrite::new(
+                            apt,
+                            (seq / 4).into(),
+                            (seq / 4 * 960) as u32,
+                            now,
+                            audio.clone(),
+                        ));
+                    }
+                    sh.sent.store(seq, Ordering::SeqCst);
+                    next_send = now + Duration::from_millis(2);
+                    continue; // flush the write
+                }
+                wake = wake.min(next_send);
+            }
+            let wait = wake
+                .saturating_duration_since(now)
+                .max(Duration::from_micros(100));
+            sock.set_read_timeout(Some(wait)).unwrap();
+            match sock.recv_from(&mut buf) {
+                Ok((n, src)) => {
+                    if let Ok(r) = Receive::new(Protocol::Udp, src, local, &buf[..n]) {
+                        let _ = rtc.handle_input(Input::Receive(Instant::now(), r));
+                    }
+                }
+                Err(_) => {
+                    let _ = rtc.handle_input(Input::Timeout(Instant::now()));
+                }
+            }
+        }
+    });
+    (location, handle)
+}
+
+fn wait_until(limit: Duration, f: impl Fn() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    f()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_publisher_reaches_whep_viewer() {
+    let sfu = start().await;
+    let addr = sfu.http_addr();
+    const N: u64 = 500;
+    let result = tokio::task::spawn_blocking(move || {
+        let publ = Arc::new(Shared::default());
+        let view = Arc::new(Shared::default());
+        let (pub_loc, pub_thread) = client(addr, "/whip/room1", true, N, publ.clone());
+        assert!(pub_loc.starts_with("/resource/"), "{pub_loc}");
+        assert!(wait_until(Duration::from_secs(10), || publ.connected.load(Ordering::SeqCst)), "publisher connects");
+        let (view_loc, view_thread) = client(addr, "/whep/room1", false, 0, view.clone());
+        assert!(wait_until(Duration::from_secs(10), || view.connected.load(Ordering::SeqCst)), "viewer connects");
+        // Let the SFU see the viewer's DTLS finish too before media starts.
+        std::thread::sleep(Duration::from_millis(300));
+        publ.go.store(true, Ordering::SeqCst);
+        let t0 = Instant::now();
+        wait_until(Duration::from_secs(20), || view.got_video.load(Ordering::SeqCst) >= N);
+        let elapsed = t0.elapsed();
+        std::thread::sleep(Duration::from_millis(200));
+        let (sent, video, audio) = (
+            publ.sent.load(Ordering::SeqCst),
+            view.got_video.load(Ordering::SeqCst),
+            view.got_audio.load(Ordering::SeqCst),
+        );
+        let kf = publ.keyframe_requests.load(Ordering::SeqCst);
+        eprintln!("sent={sent} got_video={video} got_audio={audio} in {elapsed:?}; publisher keyframe requests={kf}");
+
+        let d1 = http(addr, "DELETE", &view_loc, None, "");
+        let d2 = http(addr, "DELETE", &view_loc, None, "");
+        let d3 = http(addr, "DELETE", &pub_loc, None, "");
+        publ.stop.store(true, Ordering::SeqCst);
+        view.stop.store(true, Ordering::SeqCst);
+        pub_thread.join().unwrap();
+        view_thread.join().unwrap();
+        (sent, video, audio, kf, d1.status, d2.status, d3.status)
+    })
+    .await
+    .unwrap();
+    sfu.shutdown().await;
+    let (sent, video, audio, kf, d1, d2, d3) = result;
+    assert_eq!(sent, N);
+    assert!(
+        video * 10 >= N * 9,
+        "viewer got {video} of {N} video packets"
+    );
+    assert!(
+        audio * 10 >= (N / 4) * 9,
+        "viewer got {audio} of {} audio packets",
+        N / 4
+    );
+    assert!(
+        kf >= 1,
+        "SFU asked the publisher for a keyframe when the viewer joined"
+    );
+    assert!(d1 == 200 || d1 == 204, "first DELETE: {d1}");
+    assert_eq!(d2, 404, "second DELETE");
+    assert!(d3 == 200 || d3 == 204, "publisher DELETE: {d3}");
+}
+
+#[tokio::test]
+async fn http_errors_and_cors() {
+    let sfu = start().await;
+    let addr = sfu.http_addr();
+    tokio::task::spawn_blocking(move || {
+        let r = http(addr, "POST", "/whip/room1", Some("text/plain"), "v=0");
+        assert_eq!(r.status, 415, "{}", r.body);
+        assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+
+        let r = http(
+            addr,
+            "POST",
+            "/whep/room1",
+            Some("application/sdp"),
+            "not sdp at all",
+        );
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert!(
+            !r.body.trim().is_empty() && r.body.trim().lines().count() == 1,
+            "{}",
+            r.body
+        );
+
+        let r = http(
+            addr,
+            "POST",
+            "/whip/bad%20room",
+            Some("application/sdp"),
+            "v=0",
+        );
+        assert_eq!(r.status, 400, "{}", r.body);
+
+        for p in ["/resource/999999", "/resource/abc"] {
+            let r = http(addr, "DELETE", p, None, "");
+            assert_eq!(r.status, 404, "{p}: {}", r.body);
+        }
+        assert_eq!(http(addr, "GET", "/nope", None, "").status, 404);
+
+        let r = http(addr, "OPTIONS", "/whip/room1", None, "");
+        assert!(r.status == 200 || r.status == 204, "preflight {}", r.status);
+        assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+        let methods = r.header("access-control-allow-methods").unwrap_or("");
+        for m in ["POST", "DELETE", "OPTIONS"] {
+            assert!(methods.contains(m), "{methods}");
+        }
+        let allow = r
+            .header("access-control-allow-headers")
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        assert!(allow.contains("content-type"), "{allow}");
+        let expose = r
+            .header("access-control-expose-headers")
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        assert!(expose.contains("location"), "{expose}");
+    })
+    .await
+    .unwrap();
+    sfu.shutdown().await;
+}
