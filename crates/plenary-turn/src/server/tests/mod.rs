@@ -72,7 +72,6 @@ impl RelayPorts for FakeRelays {
 pub(super) struct Harness {
     server: Server,
     relays: FakeRelays,
-    start: Instant,
     now: Instant,
     shared: Arc<Shared>,
 }
@@ -95,7 +94,6 @@ pub(super) fn harness_with(config: TurnConfig) -> Harness {
     Harness {
         server: Server::new(shared.clone(), start, START_UNIX),
         relays: FakeRelays::default(),
-        start,
         now: start,
         shared,
     }
