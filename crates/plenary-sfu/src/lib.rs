@@ -1,23 +1,27 @@
-//! `plenary sfu`, first slice: WHIP publish / WHEP play over HTTP, one shared UDP port for
-//! all peers, one str0m `Rtc` per session (ICE-lite, RTP mode), RTP forwarded from a room's
-//! publisher to its viewers by media kind.
+//! `plenary sfu`: WHIP publish, WHEP programme feed and a WebSocket room API over HTTP; one
+//! shared UDP port for every peer, one str0m `Rtc` per peer connection (ICE-lite, RTP mode).
 //!
-//! Threads: HTTP runs on the caller's tokio runtime; all media runs on one dedicated OS
-//! thread that owns every `Rtc`, so no locks sit on the packet path. HTTP talks to the media
-//! thread over a channel.
+//! Threads: HTTP and WebSockets run on the caller's tokio runtime; media runs on a dedicated OS
+//! thread that owns every `Rtc`, so no lock sits on the packet path. HTTP talks to the media
+//! thread over a channel. Forwarding decisions live in the sans-IO `core`.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
 use str0m::change::SdpOffer;
 use str0m::Candidate;
 use tokio::sync::{oneshot, watch};
 
+mod assets;
+pub mod config;
+pub mod core;
 mod http;
 mod media;
+pub mod signal;
+pub mod token;
 
 use http::handle;
 use media::MediaLoop;
@@ -31,12 +35,50 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
-    /// WHIP/WHEP HTTP listener.
+    /// WHIP/WHEP/room-API HTTP listener.
     pub http: SocketAddr,
     /// The one UDP socket shared by every peer.
     pub media: SocketAddr,
     /// Advertised instead of the media socket's IP (the port stays the same), for NAT.
     pub public_ip: Option<IpAddr>,
+    /// CPUs the media thread is pinned to (`sched_setaffinity`); `None` leaves it to the kernel.
+    pub pin_cpus: Option<Vec<usize>>,
+    /// When set, WHIP/WHEP and the room API need a room token signed with one of these.
+    pub room_token_secrets: Vec<String>,
+    /// ICE servers offered to clients in `Link` headers (WHIP/WHEP) and `joined` (room API).
+    pub ice_servers: Option<IceServers>,
+    /// Audio m-lines each room participant and WHEP viewer gets for the loudest speakers.
+    pub audio_slots: usize,
+    /// Most camera videos forwarded to one subscriber at a time (the speaker is always in).
+    pub last_n: usize,
+    /// Peer connections the server holds at most; further offers get 503.
+    pub max_peers: usize,
+}
+
+/// TURN servers handed to clients, with TURN REST credentials from `plenary turn`'s secret.
+#[derive(Debug, Clone)]
+pub struct IceServers {
+    /// `turn:host:port?transport=udp` style URLs (and `stun:` ones, offered without credentials).
+    pub urls: Vec<String>,
+    pub secret: String,
+    /// Credential lifetime.
+    pub ttl: Duration,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        Self {
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            media: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            public_ip: None,
+            pin_cpus: None,
+            room_token_secrets: Vec::new(),
+            ice_servers: None,
+            audio_slots: 3,
+            last_n: 9,
+            max_peers: 4096,
+        }
+    }
 }
 
 /// A started SFU. Dropping it stops the media thread; `shutdown` also waits for it.
@@ -44,9 +86,31 @@ pub struct RunningSfu {
     http_addr: SocketAddr,
     media_addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     http_stop: watch::Sender<bool>,
     http_task: Option<tokio::task::JoinHandle<()>>,
     media_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// State both the HTTP side and the media thread read.
+pub(crate) struct Shared {
+    draining: AtomicBool,
+    /// Peer connections held, as of the last policy pass.
+    peers: AtomicUsize,
+    pub(crate) config: SfuConfig,
+}
+
+impl Shared {
+    pub(crate) fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl RunningSfu {
@@ -56,6 +120,25 @@ impl RunningSfu {
 
     pub fn media_addr(&self) -> SocketAddr {
         self.media_addr
+    }
+
+    /// Peer connections held now (updated every 200 ms).
+    pub fn peers(&self) -> usize {
+        self.shared.peers.load(Ordering::Relaxed)
+    }
+
+    /// Refuses new sessions (503) and waits until every peer has left or `timeout` passed.
+    /// Returns the number of peers still connected.
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        self.shared.draining.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + timeout;
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let left = self.peers();
+            if left == 0 || Instant::now() >= deadline {
+                return left;
+            }
+        }
     }
 
     /// Stops accepting HTTP, ends the media loop and waits for both.
@@ -78,11 +161,27 @@ impl Drop for RunningSfu {
     }
 }
 
+fn pin_current_thread(cpus: &[usize]) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes within it for ids < CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus.iter().filter(|c| **c < libc::CPU_SETSIZE as usize) {
+            libc::CPU_SET(c, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::warn!(?cpus, "could not pin the media thread");
+        }
+    }
+}
+
 /// Binds both sockets, starts the media thread and the HTTP accept loop.
 pub async fn serve(config: SfuConfig) -> anyhow::Result<RunningSfu> {
-    let listener = tokio::net::TcpListener::bind(config.http).await?;
+    let listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .map_err(|e| anyhow::anyhow!("http listener {}: {e}", config.http))?;
     let http_addr = listener.local_addr()?;
-    let sock = UdpSocket::bind(config.media)?;
+    let sock = UdpSocket::bind(config.media)
+        .map_err(|e| anyhow::anyhow!("media socket {}: {e}", config.media))?;
     let media_addr = sock.local_addr()?;
     let advertised = match config.public_ip {
         Some(ip) => SocketAddr::new(ip, media_addr.port()),
@@ -93,14 +192,28 @@ pub async fn serve(config: SfuConfig) -> anyhow::Result<RunningSfu> {
         .map_err(|e| anyhow::anyhow!("media address {advertised} not usable: {e}"))?;
 
     let stop = Arc::new(AtomicBool::new(false));
+    let shared = Arc::new(Shared {
+        draining: AtomicBool::new(false),
+        peers: AtomicUsize::new(0),
+        config: config.clone(),
+    });
     let (cmd_tx, cmd_rx) = mpsc::channel::<Cmd>();
     let media_thread = {
         let stop = stop.clone();
+        let shared = shared.clone();
+        let pin = config.pin_cpus.clone();
+        let config = config.clone();
         std::thread::Builder::new()
             .name("plenary-sfu-media".into())
-            .spawn(move || MediaLoop::new(sock, advertised, cmd_rx).run(&stop))?
+            .spawn(move || {
+                if let Some(cpus) = pin {
+                    pin_current_thread(&cpus);
+                }
+                MediaLoop::new(sock, advertised, cmd_rx, config, shared).run(&stop)
+            })?
     };
     let (http_stop, mut stop_rx) = watch::channel(false);
+    let http_shared = shared.clone();
     let http_task = tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -108,11 +221,15 @@ pub async fn serve(config: SfuConfig) -> anyhow::Result<RunningSfu> {
                 acc = listener.accept() => {
                     let Ok((tcp, _)) = acc else { continue };
                     let cmds = cmd_tx.clone();
+                    let shared = http_shared.clone();
                     tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| handle(req, cmds.clone()));
+                        let svc = hyper::service::service_fn(move |req| {
+                            handle(req, cmds.clone(), shared.clone())
+                        });
                         let io = hyper_util::rt::TokioIo::new(tcp);
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(io, svc)
+                            .with_upgrades()
                             .await;
                     });
                 }
@@ -124,22 +241,47 @@ pub async fn serve(config: SfuConfig) -> anyhow::Result<RunningSfu> {
         http_addr,
         media_addr,
         stop,
+        shared,
         http_stop,
         http_task: Some(http_task),
         media_thread: Some(media_thread),
     })
 }
 
+type JoinReply = oneshot::Sender<Result<(u64, String), (StatusCode, String)>>;
+
 /// What the HTTP side asks of the media thread.
 pub(crate) enum Cmd {
-    Join {
+    Whip {
         room: String,
-        publisher: bool,
         offer: SdpOffer,
-        reply: oneshot::Sender<Result<(u64, String), (StatusCode, String)>>,
+        reply: JoinReply,
     },
+    Whep {
+        room: String,
+        offer: SdpOffer,
+        reply: JoinReply,
+    },
+    /// WHIP/WHEP `DELETE`: the resource id is the participant id.
     Leave {
         id: u64,
         reply: oneshot::Sender<bool>,
+    },
+    Room(RoomCmd),
+}
+
+pub(crate) enum RoomCmd {
+    Join {
+        room: String,
+        name: String,
+        events: tokio::sync::mpsc::Sender<signal::ServerMsg>,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+    Msg {
+        participant: u64,
+        msg: signal::ClientMsg,
+    },
+    Leave {
+        participant: u64,
     },
 }

@@ -70,7 +70,7 @@ async fn start() -> RunningSfu {
     serve(SfuConfig {
         http: any,
         media: any,
-        public_ip: None,
+        ..SfuConfig::default()
     })
     .await
     .expect("sfu starts")

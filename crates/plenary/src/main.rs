@@ -1,6 +1,7 @@
 //! `plenary`: one binary, one subcommand per job.
 
 mod cred;
+mod sfu_cmd;
 mod turn_cmd;
 mod turn_run;
 
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run the TURN/STUN server (a drop-in for coturn next to a BigBlueButton node).
     Turn(Box<turn_cmd::TurnArgs>),
+    /// Run the selective forwarding unit: WHIP/WHEP, the room API and the demo page at /.
+    Sfu(Box<sfu_cmd::SfuArgs>),
     /// Print a TURN REST username and password made from a shared secret.
     Cred(cred::CredArgs),
     /// Validate a TURN config (Plenary TOML or coturn syntax) without starting.
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Turn(args) => turn_cmd::run(*args),
+        Command::Sfu(args) => sfu_cmd::run(*args),
         Command::Cred(args) => cred::run(args),
         Command::CheckConfig(source) => turn_cmd::check(source),
         Command::Probe(ProbeCommand::Turn(args)) => {

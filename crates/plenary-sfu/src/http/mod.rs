@@ -1,4 +1,5 @@
-//! WHIP/WHEP over HTTP: routing, CORS, offer/answer hand-off to the media thread.
+//! HTTP: routing, CORS, tokens, WHIP/WHEP offer/answer hand-off to the media thread, the
+//! demo pages, and the upgrade to the room WebSocket (`ws`).
 
 use std::convert::Infallible;
 use std::sync::mpsc;
@@ -14,7 +15,9 @@ use tokio::sync::oneshot;
 
 use crate::*;
 
-type Resp = Response<Full<Bytes>>;
+mod ws;
+
+pub(crate) type Resp = Response<Full<Bytes>>;
 
 fn cors(mut r: Resp) -> Resp {
     let h = r.headers_mut();
@@ -25,17 +28,17 @@ fn cors(mut r: Resp) -> Resp {
     );
     h.insert(
         "access-control-allow-headers",
-        HeaderValue::from_static("Content-Type, Location"),
+        HeaderValue::from_static("Content-Type, Location, Authorization"),
     );
     h.insert(
         "access-control-expose-headers",
-        HeaderValue::from_static("Content-Type, Location"),
+        HeaderValue::from_static("Content-Type, Location, Link"),
     );
     r
 }
 
 /// Plain-text error body, always one line (str0m parse errors span several).
-fn text(status: StatusCode, msg: &str) -> Resp {
+pub(crate) fn text(status: StatusCode, msg: &str) -> Resp {
     let line = msg.split_whitespace().collect::<Vec<_>>().join(" ");
     let mut r = Response::new(Full::new(Bytes::from(line + "\n")));
     *r.status_mut() = status;
@@ -44,7 +47,7 @@ fn text(status: StatusCode, msg: &str) -> Resp {
     r
 }
 
-fn valid_room(room: &str) -> bool {
+pub(crate) fn valid_room(room: &str) -> bool {
     !room.is_empty()
         && room.len() <= 64
         && room
@@ -55,11 +58,45 @@ fn valid_room(room: &str) -> bool {
 pub(crate) async fn handle(
     req: Request<Incoming>,
     cmds: mpsc::Sender<Cmd>,
+    shared: Arc<Shared>,
 ) -> Result<Resp, Infallible> {
-    Ok(cors(route(req, cmds).await))
+    Ok(cors(route(req, cmds, shared).await))
 }
 
-async fn route(req: Request<Incoming>, cmds: mpsc::Sender<Cmd>) -> Resp {
+/// The token from `?token=` or `Authorization: Bearer`.
+pub(crate) fn token_of<B>(req: &Request<B>) -> Option<String> {
+    if let Some(q) = req.uri().query() {
+        for pair in q.split('&') {
+            if let Some(v) = pair.strip_prefix("token=") {
+                return Some(v.to_owned());
+            }
+        }
+    }
+    req.headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|v| v.trim().to_owned())
+}
+
+pub(crate) fn check_token<B>(
+    req: &Request<B>,
+    shared: &Shared,
+    room: &str,
+) -> Result<Option<token::Claims>, token::TokenError> {
+    token::verify(
+        &shared.config.room_token_secrets,
+        token_of(req).as_deref(),
+        room,
+        unix_now(),
+    )
+}
+
+pub(crate) fn unauthorized(e: token::TokenError) -> Resp {
+    text(StatusCode::UNAUTHORIZED, &e.to_string())
+}
+
+async fn route(req: Request<Incoming>, cmds: mpsc::Sender<Cmd>, shared: Arc<Shared>) -> Resp {
     if req.method() == Method::OPTIONS {
         let mut r = Response::new(Full::new(Bytes::new()));
         *r.status_mut() = StatusCode::NO_CONTENT;
@@ -70,8 +107,43 @@ async fn route(req: Request<Incoming>, cmds: mpsc::Sender<Cmd>) -> Resp {
     let (kind, arg) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     match (req.method().clone(), kind) {
         (Method::POST, "whip") | (Method::POST, "whep") => {
-            offer(req, cmds, arg.to_owned(), kind == "whip").await
+            if !valid_room(arg) {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "room must be 1-64 chars of [A-Za-z0-9_-]",
+                );
+            }
+            if let Err(e) = check_token(&req, &shared, arg) {
+                return unauthorized(e);
+            }
+            if shared.draining() {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "sfu is draining; try another node",
+                );
+            }
+            let mut r = offer(req, cmds, arg.to_owned(), kind == "whip").await;
+            if r.status() == StatusCode::CREATED {
+                if let Some(ice) = &shared.config.ice_servers {
+                    for l in token::link_headers(&token::ice_servers(ice, unix_now())) {
+                        if let Ok(v) = HeaderValue::from_str(&l) {
+                            r.headers_mut().append(hyper::header::LINK, v);
+                        }
+                    }
+                }
+            }
+            r
         }
+        (Method::GET, "rooms") => ws::upgrade(req, cmds, shared, arg.to_owned()).await,
+        (Method::GET, _) => match assets::asset(&path) {
+            Some((ctype, body)) => {
+                let mut r = Response::new(Full::new(Bytes::from_static(body)));
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+                r
+            }
+            None => text(StatusCode::NOT_FOUND, "no such endpoint"),
+        },
         (Method::DELETE, "resource") => {
             let Ok(id) = arg.parse::<u64>() else {
                 return text(StatusCode::NOT_FOUND, "unknown resource");
@@ -90,7 +162,7 @@ async fn route(req: Request<Incoming>, cmds: mpsc::Sender<Cmd>) -> Resp {
                 _ => text(StatusCode::SERVICE_UNAVAILABLE, "media loop did not answer"),
             }
         }
-        (_, "whip" | "whep" | "resource") => {
+        (_, "whip" | "whep" | "resource" | "rooms") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => text(StatusCode::NOT_FOUND, "no such endpoint"),
@@ -103,12 +175,6 @@ async fn offer(
     room: String,
     publisher: bool,
 ) -> Resp {
-    if !valid_room(&room) {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "room must be 1-64 chars of [A-Za-z0-9_-]",
-        );
-    }
     let is_sdp = req
         .headers()
         .get(CONTENT_TYPE)
@@ -143,11 +209,18 @@ async fn offer(
         }
     };
     let (tx, rx) = oneshot::channel();
-    let cmd = Cmd::Join {
-        room,
-        publisher,
-        offer,
-        reply: tx,
+    let cmd = if publisher {
+        Cmd::Whip {
+            room,
+            offer,
+            reply: tx,
+        }
+    } else {
+        Cmd::Whep {
+            room,
+            offer,
+            reply: tx,
+        }
     };
     if cmds.send(cmd).is_err() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "sfu is shutting down");

@@ -1,0 +1,263 @@
+//! `configs/sfu.toml`: parsing and validation. Errors name the file, the line and the fix.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::{IceServers, SfuConfig};
+
+/// Settings for the binary around the SFU (metrics, logs, drain).
+#[derive(Debug, Clone)]
+pub struct OpsConfig {
+    pub metrics: Option<SocketAddr>,
+    pub log_level: String,
+    pub log_json: bool,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}{}: {message}; fix: {fix}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub message: String,
+    pub fix: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Doc {
+    #[serde(default)]
+    http: HttpDoc,
+    #[serde(default)]
+    media: MediaDoc,
+    #[serde(default)]
+    rooms: RoomsDoc,
+    #[serde(default)]
+    ice: IceDoc,
+    #[serde(default)]
+    ops: OpsDoc,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct HttpDoc {
+    listen: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct MediaDoc {
+    listen: Option<String>,
+    public_ip: Option<String>,
+    pin_cpus: Option<Vec<usize>>,
+    max_peers: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RoomsDoc {
+    audio_slots: Option<usize>,
+    last_n: Option<usize>,
+    token_secrets: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct IceDoc {
+    urls: Option<Vec<String>>,
+    secret: Option<String>,
+    ttl_seconds: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct OpsDoc {
+    metrics: Option<String>,
+    log_level: Option<String>,
+    log_format: Option<String>,
+    drain_timeout_seconds: Option<u64>,
+}
+
+/// Line of `section.key` (1-based): the key's first occurrence after its `[section]` header.
+fn line_of(text: &str, dotted: &str) -> Option<usize> {
+    let (section, key) = dotted.split_once('.')?;
+    let header = format!("[{section}]");
+    let mut in_section = false;
+    for (i, l) in text.lines().enumerate() {
+        let l = l.trim_start();
+        if l.starts_with('[') {
+            in_section = l.starts_with(&header);
+        } else if in_section && l.starts_with(key) {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+/// Parses `text` (from `file`) into the SFU config and the ops settings.
+pub fn parse_toml(text: &str, file: &str) -> Result<(SfuConfig, OpsConfig), ConfigError> {
+    let err = |key: &str, message: String, fix: &str| ConfigError {
+        file: file.to_owned(),
+        line: line_of(text, key),
+        message,
+        fix: fix.to_owned(),
+    };
+    let doc: Doc = toml::from_str(text).map_err(|e| ConfigError {
+        file: file.to_owned(),
+        line: e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1),
+        message: e.message().trim().to_owned(),
+        fix: "correct the key or value; configs/sfu.toml documents every key".into(),
+    })?;
+    let mut c = SfuConfig::default();
+    let addr = |key: &str, v: &str| -> Result<SocketAddr, ConfigError> {
+        v.parse().map_err(|_| {
+            let short = key.rsplit('.').next().unwrap_or(key);
+            err(
+                key,
+                format!("{short} = \"{v}\" is not an IP:port"),
+                "write it as \"127.0.0.1:8280\" or \"[::]:8280\"",
+            )
+        })
+    };
+    if let Some(v) = &doc.http.listen {
+        c.http = addr("http.listen", v)?;
+    }
+    if let Some(v) = &doc.media.listen {
+        c.media = addr("media.listen", v)?;
+    }
+    if let Some(v) = doc.media.public_ip.as_deref().filter(|v| !v.is_empty()) {
+        c.public_ip = Some(v.parse::<IpAddr>().map_err(|_| {
+            err(
+                "media.public-ip",
+                format!("public-ip = \"{v}\" is not an IP address"),
+                "give the public IPv4 or IPv6 address, or \"\" to announce the listen address",
+            )
+        })?);
+    }
+    if let Some(v) = doc.media.pin_cpus.filter(|v| !v.is_empty()) {
+        c.pin_cpus = Some(v);
+    }
+    if let Some(v) = doc.media.max_peers {
+        if v == 0 {
+            return Err(err(
+                "media.max-peers",
+                "max-peers = 0 admits nobody".into(),
+                "set 1 or more",
+            ));
+        }
+        c.max_peers = v;
+    }
+    if let Some(v) = doc.rooms.audio_slots {
+        if !(1..=16).contains(&v) {
+            return Err(err(
+                "rooms.audio-slots",
+                format!("audio-slots = {v} is out of range"),
+                "use 1 to 16 (3 is usual)",
+            ));
+        }
+        c.audio_slots = v;
+    }
+    if let Some(v) = doc.rooms.last_n {
+        c.last_n = v;
+    }
+    if let Some(v) = doc.rooms.token_secrets {
+        if v.iter().any(|s| s.len() < 16) {
+            return Err(err(
+                "rooms.token-secrets",
+                "a token secret is shorter than 16 characters".into(),
+                "use long random secrets, e.g. `openssl rand -hex 32`",
+            ));
+        }
+        c.room_token_secrets = v;
+    }
+    let urls = doc.ice.urls.unwrap_or_default();
+    if let Some(bad) = urls.iter().find(|u| {
+        !["stun:", "stuns:", "turn:", "turns:"]
+            .iter()
+            .any(|p| u.starts_with(p))
+    }) {
+        return Err(err(
+            "ice.urls",
+            format!("ICE server URL \"{bad}\" is not stun:, stuns:, turn: or turns:"),
+            "write e.g. \"turn:turn.example.coop:3478?transport=udp\"",
+        ));
+    }
+    if !urls.is_empty() {
+        let secret = doc.ice.secret.unwrap_or_default();
+        let has_turn = urls.iter().any(|u| u.starts_with("turn"));
+        if has_turn && secret.is_empty() {
+            return Err(err(
+                "ice.secret",
+                "TURN URLs are listed but [ice] secret is empty".into(),
+                "set secret to plenary turn's static-auth-secret",
+            ));
+        }
+        c.ice_servers = Some(IceServers {
+            urls,
+            secret,
+            ttl: Duration::from_secs(doc.ice.ttl_seconds.unwrap_or(86400)),
+        });
+    }
+    let metrics = match doc.ops.metrics.as_deref() {
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 9642))),
+        Some("") => None,
+        Some(v) => Some(addr("ops.metrics", v)?),
+    };
+    let log_json = match doc.ops.log_format.as_deref() {
+        None | Some("plain") => false,
+        Some("json") => true,
+        Some(v) => {
+            return Err(err(
+                "ops.log-format",
+                format!("log-format = \"{v}\" is not known"),
+                "use \"plain\" or \"json\"",
+            ))
+        }
+    };
+    let ops = OpsConfig {
+        metrics,
+        log_level: doc.ops.log_level.unwrap_or_else(|| "info".into()),
+        log_json,
+        drain_timeout: Duration::from_secs(doc.ops.drain_timeout_seconds.unwrap_or(60)),
+    };
+    Ok((c, ops))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EMBEDDED: &str = include_str!("../../../configs/sfu.toml");
+
+    #[test]
+    fn the_embedded_config_parses_to_the_defaults() {
+        let (c, ops) = parse_toml(EMBEDDED, "configs/sfu.toml").unwrap();
+        assert_eq!(c.http.to_string(), "127.0.0.1:8280");
+        assert_eq!(c.media.to_string(), "127.0.0.1:8281");
+        assert_eq!(c.audio_slots, 3);
+        assert_eq!(c.last_n, 9);
+        assert!(c.ice_servers.is_none() && c.room_token_secrets.is_empty());
+        assert_eq!(ops.metrics.unwrap().to_string(), "127.0.0.1:9642");
+    }
+
+    #[test]
+    fn errors_name_file_line_and_fix() {
+        let e = parse_toml("[media]\nmax-peers = 10\nlisten = \"nope\"\n", "x.toml").unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert!(
+            e.to_string().starts_with("x.toml:3: listen = \"nope\""),
+            "{e}"
+        );
+        let e = parse_toml("[rooms]\nlast-m = 3\n", "y.toml").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.to_string().contains("unknown field"), "{e}");
+        let e = parse_toml("[ice]\nurls = [\"turn:x:3478\"]\n", "z.toml").unwrap_err();
+        assert!(e.to_string().contains("secret"), "{e}");
+        let e = parse_toml("[ice]\nurls = [\"http://x\"]\n", "z.toml").unwrap_err();
+        assert_eq!(e.line, Some(2));
+    }
+}

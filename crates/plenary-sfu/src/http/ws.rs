@@ -1,0 +1,199 @@
+//! The room API WebSocket: handshake, then JSON messages both ways until either side leaves.
+
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::{check_token, text, unauthorized, valid_room, Resp};
+use crate::media::EVENT_QUEUE;
+use crate::signal::{ClientMsg, ServerMsg, MAX_CLIENT_MESSAGE};
+use crate::{Cmd, RoomCmd, Shared};
+
+/// A client that has not joined by then is dropped.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(super) async fn upgrade(
+    req: Request<Incoming>,
+    cmds: mpsc::Sender<Cmd>,
+    shared: Arc<Shared>,
+    room: String,
+) -> Resp {
+    if !valid_room(&room) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "room must be 1-64 chars of [A-Za-z0-9_-]",
+        );
+    }
+    let claims = match check_token(&req, &shared, &room) {
+        Ok(c) => c,
+        Err(e) => return unauthorized(e),
+    };
+    if shared.draining() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sfu is draining; try another node",
+        );
+    }
+    let is_upgrade = req
+        .headers()
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY).cloned() else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "room API needs a WebSocket upgrade",
+        );
+    };
+    if !is_upgrade {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "room API needs a WebSocket upgrade",
+        );
+    }
+    let accept = derive_accept_key(key.as_bytes());
+    let name_from_token = claims.and_then(|c| c.name);
+    tokio::spawn(async move {
+        let Ok(upgraded) = hyper::upgrade::on(req).await else {
+            return;
+        };
+        let mut cfg = WebSocketConfig::default();
+        cfg.max_message_size = Some(MAX_CLIENT_MESSAGE);
+        cfg.max_frame_size = Some(MAX_CLIENT_MESSAGE);
+        let ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(cfg)).await;
+        session(ws, cmds, room, name_from_token).await;
+    });
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(SEC_WEBSOCKET_ACCEPT, v);
+    }
+    r
+}
+
+async fn send<S>(ws: &mut WebSocketStream<S>, msg: &ServerMsg) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match serde_json::to_string(msg) {
+        Ok(s) => ws.send(Message::text(s)).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+fn parse(m: &Message) -> Option<Result<ClientMsg, String>> {
+    match m {
+        Message::Text(t) => Some(
+            serde_json::from_str::<ClientMsg>(t.as_str()).map_err(|e| format!("bad message: {e}")),
+        ),
+        Message::Binary(_) => Some(Err("bad message: binary frames are not used".into())),
+        _ => None,
+    }
+}
+
+async fn session<S>(
+    mut ws: WebSocketStream<S>,
+    cmds: mpsc::Sender<Cmd>,
+    room: String,
+    token_name: Option<String>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    // The first message must be `join`.
+    let name = loop {
+        let Ok(Some(Ok(m))) = tokio::time::timeout(JOIN_TIMEOUT, ws.next()).await else {
+            return;
+        };
+        match parse(&m) {
+            None => continue,
+            Some(Ok(ClientMsg::Join { name })) => break token_name.unwrap_or(name),
+            Some(Ok(_)) => {
+                let _ = send(&mut ws, &error("first message must be join")).await;
+            }
+            Some(Err(e)) => {
+                let _ = send(&mut ws, &error(&e)).await;
+            }
+        }
+    };
+    let (ev_tx, mut ev_rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+    let (tx, rx) = oneshot::channel();
+    let join = Cmd::Room(RoomCmd::Join {
+        room,
+        name,
+        events: ev_tx,
+        reply: tx,
+    });
+    if cmds.send(join).is_err() {
+        let _ = send(&mut ws, &error("sfu is shutting down")).await;
+        return;
+    }
+    let participant = match tokio::time::timeout(Duration::from_secs(5), rx).await {
+        Ok(Ok(Ok(id))) => id,
+        Ok(Ok(Err(e))) => {
+            let _ = send(&mut ws, &error(&e)).await;
+            let _ = ws.close(None).await;
+            return;
+        }
+        _ => {
+            let _ = send(&mut ws, &error("media loop did not answer")).await;
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            ev = ev_rx.recv() => {
+                // None: the media thread removed us (left, died, or too slow to keep up).
+                let Some(ev) = ev else { break };
+                if !send(&mut ws, &ev).await {
+                    break;
+                }
+            }
+            m = ws.next() => {
+                let Some(Ok(m)) = m else { break };
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+                match parse(&m) {
+                    None => {}
+                    Some(Ok(ClientMsg::Leave)) => break,
+                    Some(Ok(msg)) => {
+                        let sent = cmds.send(Cmd::Room(RoomCmd::Msg { participant, msg }));
+                        if sent.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        let ok = send(&mut ws, &error(&e)).await;
+                        if !ok {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let _ = cmds.send(Cmd::Room(RoomCmd::Leave { participant }));
+    let _ = ws.close(None).await;
+}
+
+fn error(message: &str) -> ServerMsg {
+    ServerMsg::Error {
+        message: message.to_owned(),
+    }
+}

@@ -1,0 +1,656 @@
+//! Commands from HTTP and WebSockets: sessions and participants come and go here.
+
+use std::time::Instant;
+
+use hyper::StatusCode;
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::media::{Direction, MediaKind, Mid, Rids};
+use str0m::{Candidate, Rtc, RtcConfig};
+
+use super::model::{
+    kind_name, order_rids, parse_id, participant_name, track_name, Participant, Room, SlotRef,
+    Track,
+};
+use super::peer::{Peer, PeerKind};
+use super::slot::{Slot, SlotRole};
+use super::MediaLoop;
+use crate::signal::{ClientMsg, ParticipantInfo, ServerMsg, SlotInfo, TrackSource};
+use crate::{Cmd, RoomCmd};
+
+type HttpErr = (StatusCode, String);
+
+/// m-lines on one subscribe connection; unsubscribed ones stay (str0m does not remove them).
+const MAX_SLOTS: usize = 128;
+
+impl MediaLoop {
+    pub(super) fn command(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Whip { room, offer, reply } => {
+                let _ = reply.send(self.http_session(room, offer, PeerKind::Whip));
+            }
+            Cmd::Whep { room, offer, reply } => {
+                let _ = reply.send(self.http_session(room, offer, PeerKind::Whep));
+            }
+            Cmd::Leave { id, reply } => {
+                let known = self
+                    .participants
+                    .get(&id)
+                    .is_some_and(|p| p.events.is_none());
+                if known {
+                    self.remove_participant(id);
+                }
+                let _ = reply.send(known);
+            }
+            Cmd::Room(RoomCmd::Join {
+                room,
+                name,
+                events,
+                reply,
+            }) => {
+                let _ = reply.send(self.room_join(room, name, events));
+            }
+            Cmd::Room(RoomCmd::Msg { participant, msg }) => self.room_msg(participant, msg),
+            Cmd::Room(RoomCmd::Leave { participant }) => self.remove_participant(participant),
+        }
+    }
+
+    fn admit(&self) -> Result<(), HttpErr> {
+        if self.shared.draining() {
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "sfu is draining; try another node".into(),
+            ));
+        }
+        if self.peers.len() >= self.config.max_peers {
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "sfu is full (max-peers)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn new_rtc(&self, subscriber: bool) -> Result<Rtc, HttpErr> {
+        let mut cfg = RtcConfig::new().set_ice_lite(true).set_rtp_mode(true);
+        if subscriber {
+            cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::kbps(600)));
+        }
+        let mut rtc = cfg.build(Instant::now());
+        let cand = Candidate::host(self.advertised, "udp")
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("candidate: {e}")))?;
+        rtc.add_local_candidate(cand);
+        Ok(rtc)
+    }
+
+    fn room_mut(&mut self, room: &str) -> &mut Room {
+        let slots = self.config.audio_slots;
+        self.rooms
+            .entry(room.to_owned())
+            .or_insert_with(|| Room::new(slots))
+    }
+
+    /// WHIP or WHEP: one participant with one connection; its id is the resource id.
+    fn http_session(
+        &mut self,
+        room: String,
+        offer: SdpOffer,
+        kind: PeerKind,
+    ) -> Result<(u64, String), HttpErr> {
+        self.admit()?;
+        let mut rtc = self.new_rtc(kind == PeerKind::Whep)?;
+        let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("offer not acceptable: {e}"),
+            )
+        })?;
+        let id = self.new_id();
+        let peer_id = self.new_id();
+        let publishes = kind == PeerKind::Whip;
+        self.participants.insert(
+            id,
+            Participant {
+                name: if publishes { "whip" } else { "whep" }.into(),
+                room: room.clone(),
+                events: None,
+                visible: publishes,
+                publish: publishes.then_some(peer_id),
+                subscribe: (!publishes).then_some(peer_id),
+                tracks: Vec::new(),
+                declared: Vec::new(),
+            },
+        );
+        self.room_mut(&room).participants.push(id);
+        if publishes {
+            self.announce(id, |pid, name| ServerMsg::ParticipantJoined {
+                participant: pid,
+                name,
+            });
+        }
+        self.peers
+            .insert(peer_id, Peer::new(id, kind, rtc, Instant::now()));
+        self.drain_peer(peer_id);
+        tracing::info!(id, %room, ?kind, "session joined");
+        Ok((id, answer.to_sdp_string()))
+    }
+
+    /// Sends to every other visible room member with events.
+    fn announce(&self, from: u64, msg: impl Fn(String, String) -> ServerMsg) {
+        let Some(p) = self.participants.get(&from) else {
+            return;
+        };
+        let Some(room) = self.rooms.get(&p.room) else {
+            return;
+        };
+        let m = msg(participant_name(from), p.name.clone());
+        for other in &room.participants {
+            if *other != from {
+                if let Some(o) = self.participants.get(other) {
+                    o.send(m.clone());
+                }
+            }
+        }
+    }
+
+    pub(super) fn drain_peer(&mut self, peer: u64) {
+        let mut dead = std::mem::take(&mut self.dead);
+        dead.clear();
+        self.after_input(peer, Instant::now(), &mut dead);
+        for id in &dead {
+            self.peer_died(*id);
+        }
+        self.dead = dead;
+    }
+
+    fn room_join(
+        &mut self,
+        room: String,
+        name: String,
+        events: super::model::EventTx,
+    ) -> Result<u64, String> {
+        self.admit().map_err(|(_, m)| m)?;
+        let id = self.new_id();
+        let name: String = name.chars().take(64).collect();
+        let others: Vec<ParticipantInfo> = self
+            .rooms
+            .get(&room)
+            .map(|r| {
+                r.participants
+                    .iter()
+                    .filter_map(|p| Some((*p, self.participants.get(p)?)))
+                    .filter(|(_, p)| p.visible)
+                    .map(|(pid, p)| ParticipantInfo {
+                        id: participant_name(pid),
+                        name: p.name.clone(),
+                        tracks: p
+                            .tracks
+                            .iter()
+                            .filter_map(|t| Some(self.tracks.get(t)?.info(*t)))
+                            .collect(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ice_servers = self
+            .config
+            .ice_servers
+            .as_ref()
+            .map(|c| crate::token::ice_servers(c, crate::unix_now()))
+            .unwrap_or_default();
+        let _ = events.try_send(ServerMsg::Joined {
+            participant: participant_name(id),
+            participants: others,
+            audio_slots: self.config.audio_slots,
+            ice_servers,
+        });
+        self.participants.insert(
+            id,
+            Participant {
+                name,
+                room: room.clone(),
+                events: Some(events),
+                visible: true,
+                publish: None,
+                subscribe: None,
+                tracks: Vec::new(),
+                declared: Vec::new(),
+            },
+        );
+        self.room_mut(&room).participants.push(id);
+        self.announce(id, |pid, name| ServerMsg::ParticipantJoined {
+            participant: pid,
+            name,
+        });
+        // The subscribe connection starts with the audio slots, offered by us.
+        let rtc = self.new_rtc(true).map_err(|(_, m)| m)?;
+        let peer_id = self.new_id();
+        self.peers.insert(
+            peer_id,
+            Peer::new(id, PeerKind::Subscribe, rtc, Instant::now()),
+        );
+        if let Some(p) = self.participants.get_mut(&id) {
+            p.subscribe = Some(peer_id);
+        }
+        let slots = self.config.audio_slots;
+        if let Some(peer) = self.peers.get_mut(&peer_id) {
+            let mut api = peer.rtc.sdp_api();
+            let mids: Vec<Mid> = (0..slots)
+                .map(|_| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None))
+                .collect();
+            for (k, mid) in mids.iter().enumerate() {
+                peer.slots
+                    .push(Slot::new(*mid, MediaKind::Audio, SlotRole::Loudest(k), 0));
+            }
+            if let Some((offer, pending)) = api.apply() {
+                peer.pending_offer = Some(pending);
+                self.send_offer(id, peer_id, offer);
+            }
+        }
+        tracing::info!(id, %room, "room participant joined");
+        Ok(id)
+    }
+
+    fn send_offer(&self, participant: u64, peer: u64, offer: SdpOffer) {
+        let (Some(p), Some(pe)) = (self.participants.get(&participant), self.peers.get(&peer))
+        else {
+            return;
+        };
+        let slots = pe
+            .slots
+            .iter()
+            .map(|s| SlotInfo {
+                mid: s.mid.to_string(),
+                kind: kind_name(s.kind).into(),
+                track: match s.role {
+                    SlotRole::Track(t) => Some(track_name(t)),
+                    _ => None,
+                },
+            })
+            .collect();
+        p.send(ServerMsg::Offer {
+            sdp: offer.to_sdp_string(),
+            slots,
+        });
+    }
+
+    fn error_to(&self, participant: u64, message: String) {
+        if let Some(p) = self.participants.get(&participant) {
+            p.send(ServerMsg::Error { message });
+        }
+    }
+
+    fn room_msg(&mut self, id: u64, msg: ClientMsg) {
+        if !self.participants.contains_key(&id) {
+            return;
+        }
+        match msg {
+            ClientMsg::Join { .. } => self.error_to(id, "already joined".into()),
+            ClientMsg::Leave => self.remove_participant(id),
+            ClientMsg::Publish { sdp, tracks } => self.room_publish(id, &sdp, tracks),
+            ClientMsg::Answer { sdp } => self.room_answer(id, &sdp),
+            ClientMsg::Subscribe { tracks } => {
+                let wanted: Vec<(u64, u8)> = tracks
+                    .iter()
+                    .filter_map(|t| Some((parse_id(&t.track, 't')?, t.max_layer.unwrap_or(2))))
+                    .collect();
+                if wanted.len() != tracks.len() {
+                    self.error_to(id, "subscribe: unknown track id".into());
+                }
+                self.room_subscribe(id, &wanted);
+            }
+            ClientMsg::Unsubscribe { tracks } => {
+                for t in tracks.iter().filter_map(|t| parse_id(t, 't')) {
+                    self.set_slot_role_for_track(id, t, None);
+                }
+            }
+            ClientMsg::SetLayer { track, max_layer } => {
+                let Some(t) = parse_id(&track, 't') else {
+                    return self.error_to(id, "set_layer: unknown track id".into());
+                };
+                self.set_slot_role_for_track(id, t, Some(max_layer.min(2)));
+            }
+        }
+    }
+
+    fn room_publish(&mut self, id: u64, sdp: &str, tracks: Vec<crate::signal::PublishTrack>) {
+        let offer = match SdpOffer::from_sdp_string(sdp) {
+            Ok(o) => o,
+            Err(e) => return self.error_to(id, format!("publish: unparsable SDP offer: {e}")),
+        };
+        if let Some(p) = self.participants.get_mut(&id) {
+            for t in &tracks {
+                if let Some(src) = t.source {
+                    p.declared.retain(|(m, _)| *m != t.mid);
+                    p.declared.push((t.mid.clone(), src));
+                }
+            }
+        }
+        let existing = self.participants.get(&id).and_then(|p| p.publish);
+        let peer_id = match existing {
+            Some(pid) => pid,
+            None => {
+                if let Err((_, m)) = self.admit() {
+                    return self.error_to(id, m);
+                }
+                let rtc = match self.new_rtc(false) {
+                    Ok(r) => r,
+                    Err((_, m)) => return self.error_to(id, m),
+                };
+                let pid = self.new_id();
+                self.peers
+                    .insert(pid, Peer::new(id, PeerKind::Publish, rtc, Instant::now()));
+                if let Some(p) = self.participants.get_mut(&id) {
+                    p.publish = Some(pid);
+                }
+                pid
+            }
+        };
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        match peer.rtc.sdp_api().accept_offer(offer) {
+            Ok(answer) => {
+                if let Some(p) = self.participants.get(&id) {
+                    p.send(ServerMsg::PublishAnswer {
+                        sdp: answer.to_sdp_string(),
+                    });
+                }
+                self.drain_peer(peer_id);
+            }
+            Err(e) => self.error_to(id, format!("publish: offer not acceptable: {e}")),
+        }
+    }
+
+    fn room_answer(&mut self, id: u64, sdp: &str) {
+        let Some(peer_id) = self.participants.get(&id).and_then(|p| p.subscribe) else {
+            return;
+        };
+        let answer = match SdpAnswer::from_sdp_string(sdp) {
+            Ok(a) => a,
+            Err(e) => return self.error_to(id, format!("answer: unparsable SDP: {e}")),
+        };
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        let Some(pending) = peer.pending_offer.take() else {
+            return self.error_to(id, "answer: no offer is outstanding".into());
+        };
+        if let Err(e) = peer.rtc.sdp_api().accept_answer(pending, answer) {
+            return self.error_to(id, format!("answer not acceptable: {e}"));
+        }
+        // Slots may have been re-fed (e.g. audio) before the answer; recompute their PTs.
+        for s in peer.slots.iter_mut() {
+            s.pt_map = None;
+        }
+        let again = std::mem::take(&mut peer.renegotiate);
+        self.drain_peer(peer_id);
+        if again {
+            self.renegotiate(id);
+        }
+    }
+
+    /// Adds video/audio m-lines for tracks the participant is not yet receiving.
+    fn room_subscribe(&mut self, id: u64, wanted: &[(u64, u8)]) {
+        let Some(peer_id) = self.participants.get(&id).and_then(|p| p.subscribe) else {
+            return;
+        };
+        let room_name = match self.participants.get(&id) {
+            Some(p) => p.room.clone(),
+            None => return,
+        };
+        let mut added = false;
+        for &(track, max_layer) in wanted {
+            let Some(t) = self.tracks.get(&track) else {
+                self.error_to(id, format!("subscribe: no track {}", track_name(track)));
+                continue;
+            };
+            let same_room = self
+                .participants
+                .get(&t.owner)
+                .is_some_and(|o| o.room == room_name);
+            if !same_room || t.owner == id {
+                self.error_to(
+                    id,
+                    format!("subscribe: track {} is not in reach", track_name(track)),
+                );
+                continue;
+            }
+            let kind = t.kind;
+            let Some(peer) = self.peers.get_mut(&peer_id) else {
+                return;
+            };
+            if peer.slots.iter().any(|s| s.role == SlotRole::Track(track)) {
+                continue;
+            }
+            if peer.slots.len() >= MAX_SLOTS {
+                self.error_to(
+                    id,
+                    format!("subscribe: at most {MAX_SLOTS} m-lines per connection"),
+                );
+                break;
+            }
+            let mid = peer
+                .rtc
+                .sdp_api()
+                .add_media(kind, Direction::SendOnly, None, None, None);
+            peer.slots
+                .push(Slot::new(mid, kind, SlotRole::Track(track), max_layer));
+            added = true;
+        }
+        if added {
+            self.renegotiate(id);
+        }
+        self.next_policy = Instant::now();
+    }
+
+    /// Re-offers the subscribe connection (new m-lines, or new slot bindings).
+    pub(super) fn renegotiate(&mut self, id: u64) {
+        let Some(peer_id) = self.participants.get(&id).and_then(|p| p.subscribe) else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        if peer.pending_offer.is_some() {
+            peer.renegotiate = true;
+            return;
+        }
+        if let Some((offer, pending)) = peer.rtc.sdp_api().apply() {
+            peer.pending_offer = Some(pending);
+            self.send_offer(id, peer_id, offer);
+        }
+    }
+
+    /// Unsubscribe (`max_layer` None) or change the wanted layer of a track's slot.
+    fn set_slot_role_for_track(&mut self, id: u64, track: u64, max_layer: Option<u8>) {
+        let Some(peer_id) = self.participants.get(&id).and_then(|p| p.subscribe) else {
+            return;
+        };
+        let Some(room_name) = self.participants.get(&id).map(|p| p.room.clone()) else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        let Some(i) = peer
+            .slots
+            .iter()
+            .position(|s| s.role == SlotRole::Track(track))
+        else {
+            return;
+        };
+        match max_layer {
+            Some(l) => peer.slots[i].max_layer = l,
+            None => {
+                let slot = &mut peer.slots[i];
+                slot.role = SlotRole::Idle;
+                slot.switcher.request(None);
+                let feed = slot.feed.take();
+                slot.layer = None;
+                if let (Some(t), Some(room)) = (feed, self.rooms.get_mut(&room_name)) {
+                    room.unfeed(
+                        t,
+                        SlotRef {
+                            peer: peer_id,
+                            slot: i,
+                        },
+                    );
+                    room.demand
+                        .set(slot_key(peer_id, i), t, None, &mut room.dirty_layers);
+                }
+            }
+        }
+        self.next_policy = Instant::now();
+    }
+
+    pub(super) fn connected(&mut self, peer: u64) {
+        // A new subscriber needs keyframes for everything it is about to receive.
+        let Some(p) = self.peers.get(&peer) else {
+            return;
+        };
+        let wants: Vec<(u64, u8)> = p
+            .slots
+            .iter()
+            .filter_map(|s| Some((s.feed?, s.layer?)))
+            .collect();
+        let now = Instant::now();
+        for (t, l) in wants {
+            self.request_keyframe(t, l as usize, now);
+        }
+        self.next_policy = now;
+    }
+
+    pub(super) fn media_added(&mut self, peer_id: u64, mid: Mid, kind: MediaKind) {
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        let owner = peer.participant;
+        if peer.kind.publishes() {
+            if self.track_by_mid.contains_key(&(peer_id, mid)) {
+                return;
+            }
+            let rids = match peer.rtc.media(mid).map(|m| m.rids_rx()) {
+                Some(Rids::Specific(r)) => order_rids(r.clone()),
+                _ => Vec::new(),
+            };
+            let declared = self.participants.get(&owner).and_then(|p| {
+                p.declared
+                    .iter()
+                    .find(|(m, _)| *m == mid.to_string())
+                    .map(|(_, s)| *s)
+            });
+            let source = declared.unwrap_or(match kind {
+                MediaKind::Audio => TrackSource::Microphone,
+                MediaKind::Video => TrackSource::Camera,
+            });
+            let id = self.new_id();
+            let mut t = Track::new(owner, peer_id, mid, kind, source);
+            t.rids = rids;
+            let info = t.info(id);
+            self.tracks.insert(id, t);
+            self.track_by_mid.insert((peer_id, mid), id);
+            if let Some(p) = self.participants.get_mut(&owner) {
+                p.tracks.push(id);
+                let room = p.room.clone();
+                self.room_mut(&room).tracks.push(id);
+            }
+            self.announce(owner, |pid, _| ServerMsg::TrackPublished {
+                participant: pid,
+                track: info.clone(),
+            });
+            tracing::debug!(track = id, %mid, ?kind, "track published");
+        } else if peer.kind == PeerKind::Whep {
+            let rank = peer.slots.iter().filter(|s| s.kind == kind).count();
+            let role = match kind {
+                MediaKind::Audio => SlotRole::Loudest(rank),
+                MediaKind::Video => SlotRole::Speaker(rank),
+            };
+            peer.slots.push(Slot::new(mid, kind, role, 2));
+        }
+        self.next_policy = Instant::now();
+    }
+
+    /// Removes a participant, its connections, tracks and slots, and tells the room.
+    pub(super) fn remove_participant(&mut self, id: u64) {
+        let Some(p) = self.participants.get(&id) else {
+            return;
+        };
+        if p.visible {
+            self.announce(id, |pid, name| ServerMsg::ParticipantLeft {
+                participant: pid,
+                name,
+            });
+        }
+        let Some(p) = self.participants.remove(&id) else {
+            return;
+        };
+        let room_name = p.room.clone();
+        for t in &p.tracks {
+            if let Some(track) = self.tracks.remove(t) {
+                self.track_by_mid.remove(&(track.peer, track.mid));
+                let info = track.info(*t);
+                if let Some(room) = self.rooms.get(&room_name) {
+                    for other in &room.participants {
+                        if let Some(o) = self.participants.get(other) {
+                            o.send(ServerMsg::TrackUnpublished {
+                                participant: participant_name(id),
+                                track: info.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        for peer_id in [p.publish, p.subscribe].into_iter().flatten() {
+            if let Some(mut peer) = self.peers.remove(&peer_id) {
+                peer.rtc.disconnect();
+            }
+            self.by_addr.retain(|_, v| *v != peer_id);
+        }
+        let mut empty = false;
+        if let Some(room) = self.rooms.get_mut(&room_name) {
+            room.participants.retain(|x| *x != id);
+            room.tracks.retain(|t| !p.tracks.contains(t));
+            room.speaker.remove(id);
+            for t in &p.tracks {
+                room.feeds.remove(t);
+                room.demand.remove_track(*t);
+            }
+            for peer_id in [p.publish, p.subscribe].into_iter().flatten() {
+                for v in room.feeds.values_mut() {
+                    v.retain(|r| r.peer != peer_id);
+                }
+                for i in 0..256 {
+                    room.demand
+                        .remove_subscriber(slot_key(peer_id, i), &mut room.dirty_layers);
+                }
+            }
+            for a in room.audio_assign.iter_mut() {
+                if *a == Some(id) {
+                    *a = None;
+                }
+            }
+            empty = room.participants.is_empty();
+        }
+        // Slots elsewhere that were fed by the removed tracks.
+        for peer in self.peers.values_mut() {
+            for s in peer.slots.iter_mut() {
+                if s.feed.is_some_and(|f| p.tracks.contains(&f)) {
+                    s.feed = None;
+                    s.layer = None;
+                    s.switcher.request(None);
+                }
+            }
+        }
+        if empty {
+            self.rooms.remove(&room_name);
+        }
+        self.next_policy = Instant::now();
+        tracing::info!(id, room = %room_name, "participant left");
+    }
+}
+
+/// Demand key of one subscriber slot.
+pub(super) fn slot_key(peer: u64, slot: usize) -> u64 {
+    (peer << 8) | (slot as u64 & 0xff)
+}

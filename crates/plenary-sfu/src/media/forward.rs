@@ -1,0 +1,210 @@
+//! The per-packet path: publisher RTP → every slot its track feeds, rewritten per slot.
+
+use std::time::Instant;
+
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
+
+use super::model::Layer;
+use super::peer::Peer;
+use super::MediaLoop;
+use crate::core::codec::{self, Codec};
+use crate::core::layers::RateMeter;
+use crate::core::switcher::{Incoming, Verdict};
+
+impl MediaLoop {
+    pub(super) fn forward(
+        &mut self,
+        peer: u64,
+        mid: Mid,
+        rid: Option<Rid>,
+        p: RtpPacket,
+        now: Instant,
+    ) {
+        let Some(&track_id) = self.track_by_mid.get(&(peer, mid)) else {
+            self.stats.dropped_unrouted += 1;
+            return;
+        };
+        let Some(track) = self.tracks.get_mut(&track_id) else {
+            return;
+        };
+        let Some(layer) = track.layer_of(rid) else {
+            self.stats.dropped_unrouted += 1;
+            return;
+        };
+        let ssrc = *p.header.ssrc;
+        if track.codec == Codec::Other {
+            track.codec = self
+                .peers
+                .get(&peer)
+                .and_then(|pp| codec_of(pp, p.header.payload_type))
+                .unwrap_or(Codec::Other);
+        }
+        let new_layer = track.layers[layer].is_none();
+        let l = track.layers[layer].get_or_insert_with(|| Layer {
+            ssrc,
+            meter: RateMeter::default(),
+            last_bps: 0,
+        });
+        l.ssrc = ssrc;
+        l.meter.add(now, p.payload.len());
+        if new_layer {
+            // Bind the slots waiting for this layer before its first packet goes by (rare).
+            self.policy(now);
+            self.next_policy = now + super::POLICY_INTERVAL;
+        }
+        let Some(track) = self.tracks.get_mut(&track_id) else {
+            return;
+        };
+        let (kind, codec, owner) = (track.kind, track.codec, track.owner);
+        let Some(room_name) = self.participants.get(&owner).map(|o| &o.room) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        if kind == MediaKind::Audio {
+            if let Some(level) = p.header.ext_vals.audio_level {
+                track.has_levels = true;
+                let level = level.unsigned_abs().min(127);
+                room.speaker
+                    .on_level(now, owner, level, p.header.ext_vals.voice_activity);
+            }
+        }
+        let Some(feeds) = room.feeds.get(&track_id) else {
+            return;
+        };
+        let mut fan = std::mem::take(&mut self.fan);
+        fan.clear();
+        fan.extend_from_slice(feeds);
+        let mut evs = std::mem::take(&mut self.sub_events);
+        let incoming = Incoming {
+            source: ssrc,
+            seq: *p.seq_no,
+            ts: p.header.timestamp,
+            keyframe_start: kind == MediaKind::Video && codec::is_keyframe_start(codec, &p.payload),
+            marker: p.header.marker,
+        };
+        let mut ext = ExtensionValues::default();
+        if kind == MediaKind::Audio {
+            ext.audio_level = p.header.ext_vals.audio_level;
+            ext.voice_activity = p.header.ext_vals.voice_activity;
+        }
+        for r in &fan {
+            let Some(sub) = self.peers.get_mut(&r.peer) else {
+                continue;
+            };
+            if !sub.connected {
+                continue;
+            }
+            let Some(slot) = sub.slots.get_mut(r.slot) else {
+                continue;
+            };
+            let Verdict::Forward { seq, ts, .. } = slot.switcher.on_packet(now, &incoming) else {
+                continue;
+            };
+            let in_pt = p.header.payload_type;
+            let out_pt = match slot.pt_map {
+                Some((a, b)) if a == in_pt => b,
+                _ => {
+                    let Some(b) = subscriber_pt(sub, slot_mid(sub, r.slot), codec, in_pt) else {
+                        self.stats.dropped_no_codec += 1;
+                        continue;
+                    };
+                    if let Some(slot) = sub.slots.get_mut(r.slot) {
+                        slot.pt_map = Some((in_pt, b));
+                    }
+                    b
+                }
+            };
+            let mid = slot_mid(sub, r.slot);
+            let mut api = sub.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+                continue;
+            };
+            // The payload is an Arc shared by every subscriber: no copy per subscriber.
+            tx.write_rtp(
+                RtpWrite::new(out_pt, SeqNo::from(seq), ts, p.timestamp, p.payload.clone())
+                    .marker(p.header.marker)
+                    .ext_vals(ext.clone())
+                    .nackable(kind == MediaKind::Video),
+            );
+            self.stats.forwarded_packets += 1;
+            self.stats.forwarded_bytes += p.payload.len() as u64;
+            // Send what the write queued. Input-driven events were drained before any write,
+            // so only transmits (and at most an estimate) come out here.
+            sub.drain(&self.sock, &mut evs);
+            for ev in evs.drain(..) {
+                if let super::peer::PeerEvent::Estimate(bps) = ev {
+                    sub.estimate_bps = Some(bps);
+                }
+            }
+        }
+        self.fan = fan;
+        self.sub_events = evs;
+    }
+
+    /// A subscriber asked for a keyframe on one of its m-lines: ask the publisher (limited).
+    pub(super) fn keyframe_for_slot(&mut self, peer: u64, mid: Mid, now: Instant) {
+        let Some(slot) = self.peers.get_mut(&peer).and_then(|p| p.slot_by_mid(mid)) else {
+            return;
+        };
+        let (Some(track), Some(layer)) = (slot.feed, slot.layer) else {
+            return;
+        };
+        self.request_keyframe(track, layer as usize, now);
+    }
+
+    pub(super) fn request_keyframe(&mut self, track: u64, layer: usize, now: Instant) {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        if t.kind != MediaKind::Video || layer >= 3 {
+            return;
+        }
+        if !t.keyframes[layer].allow(now) {
+            return;
+        }
+        let Some(ssrc) = t.layers[layer].as_ref().map(|l| l.ssrc) else {
+            return;
+        };
+        let Some(p) = self.peers.get_mut(&t.peer) else {
+            return;
+        };
+        if let Some(rx) = p.rtc.direct_api().stream_rx(&ssrc.into()) {
+            rx.request_keyframe(KeyframeRequestKind::Pli);
+            self.stats.keyframe_requests += 1;
+        }
+        let mut evs = std::mem::take(&mut self.sub_events);
+        p.drain(&self.sock, &mut evs);
+        evs.clear();
+        self.sub_events = evs;
+    }
+}
+
+fn slot_mid(p: &Peer, slot: usize) -> Mid {
+    p.slots[slot].mid
+}
+
+/// Our codec name for a publisher PT.
+fn codec_of(p: &Peer, pt: Pt) -> Option<Codec> {
+    let params = p.rtc.codec_config().find(|c| c.pt() == pt)?;
+    Some(Codec::from_name(&params.spec().codec.to_string()))
+}
+
+/// The subscriber's PT for the same codec on this m-line.
+fn subscriber_pt(sub: &Peer, mid: Mid, codec: Codec, in_pt: Pt) -> Option<Pt> {
+    let pts = sub.rtc.media(mid)?.remote_pts();
+    if codec == Codec::Other {
+        return pts
+            .contains(&in_pt)
+            .then_some(in_pt)
+            .or_else(|| pts.first().copied());
+    }
+    sub.rtc
+        .codec_config()
+        .params()
+        .iter()
+        .find(|c| pts.contains(&c.pt()) && Codec::from_name(&c.spec().codec.to_string()) == codec)
+        .map(|c| c.pt())
+}

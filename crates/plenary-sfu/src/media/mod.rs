@@ -1,0 +1,255 @@
+//! The media worker: one UDP socket, every str0m `Rtc`, the rooms and the forwarding.
+//!
+//! Split by job: `control` (commands from HTTP and WebSockets), `forward` (per packet),
+//! `policy` (the periodic pass: speakers, last-N, layers, dynacast), `stats` (metrics).
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+use str0m::net::{Protocol, Receive};
+use str0m::Input;
+
+use crate::{Cmd, SfuConfig, Shared, CONNECT_TIMEOUT, MAX_WAIT};
+
+mod control;
+mod forward;
+pub(crate) mod model;
+mod peer;
+mod policy;
+mod slot;
+mod stats;
+
+pub(crate) use model::EVENT_QUEUE;
+use model::{Participant, Room, Track};
+use peer::{Peer, PeerEvent};
+use stats::Stats;
+
+/// Debug logs about network input, at most 10 a second.
+static LOG_LIMIT: plenary_ops::ratelimit::LogLimiter<1> =
+    plenary_ops::ratelimit::LogLimiter::new(10);
+
+/// How often speakers, last-N, layers and dynacast are re-decided.
+const POLICY_INTERVAL: Duration = Duration::from_millis(200);
+
+pub(crate) struct MediaLoop {
+    sock: UdpSocket,
+    /// Where peers send to; used as the `Receive` destination so it matches our candidate.
+    advertised: SocketAddr,
+    cmds: mpsc::Receiver<Cmd>,
+    config: SfuConfig,
+    shared: std::sync::Arc<Shared>,
+    peers: FxHashMap<u64, Peer>,
+    participants: FxHashMap<u64, Participant>,
+    tracks: FxHashMap<u64, Track>,
+    rooms: HashMap<String, Room>,
+    /// (publishing peer, mid) → track.
+    track_by_mid: HashMap<(u64, str0m::media::Mid), u64>,
+    by_addr: FxHashMap<SocketAddr, u64>,
+    next_id: u64,
+    next_policy: Instant,
+    stats: Stats,
+    // Reused so the steady state does not allocate.
+    events: Vec<PeerEvent>,
+    sub_events: Vec<PeerEvent>,
+    fan: Vec<model::SlotRef>,
+    due: Vec<u64>,
+    dead: Vec<u64>,
+}
+
+impl MediaLoop {
+    pub(crate) fn new(
+        sock: UdpSocket,
+        advertised: SocketAddr,
+        cmds: mpsc::Receiver<Cmd>,
+        config: SfuConfig,
+        shared: std::sync::Arc<Shared>,
+    ) -> Self {
+        Self {
+            sock,
+            advertised,
+            cmds,
+            config,
+            shared,
+            peers: FxHashMap::default(),
+            participants: FxHashMap::default(),
+            tracks: FxHashMap::default(),
+            rooms: HashMap::new(),
+            track_by_mid: HashMap::new(),
+            by_addr: FxHashMap::default(),
+            next_id: 1,
+            next_policy: Instant::now(),
+            stats: Stats::default(),
+            events: Vec::with_capacity(64),
+            sub_events: Vec::with_capacity(16),
+            fan: Vec::with_capacity(512),
+            due: Vec::with_capacity(512),
+            dead: Vec::with_capacity(16),
+        }
+    }
+
+    fn new_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    pub(crate) fn run(mut self, stop: &AtomicBool) {
+        let mut buf = vec![0u8; 2048];
+        while !stop.load(Ordering::Relaxed) {
+            while let Ok(cmd) = self.cmds.try_recv() {
+                self.command(cmd);
+            }
+            let now = Instant::now();
+            self.timers(now);
+            if now >= self.next_policy {
+                self.policy(now);
+                self.stats.publish(self.peers.len(), self.tracks.len());
+                self.shared.peers.store(self.peers.len(), Ordering::Relaxed);
+                self.next_policy = now + POLICY_INTERVAL;
+            }
+            let next = self
+                .peers
+                .values()
+                .map(|s| s.next_timeout)
+                .min()
+                .unwrap_or(self.next_policy)
+                .min(self.next_policy);
+            let wait = next
+                .saturating_duration_since(now)
+                .clamp(Duration::from_micros(200), MAX_WAIT);
+            let _ = self.sock.set_read_timeout(Some(wait));
+            // Drain what is queued before looking at timers/commands again, but bounded.
+            // After the first datagram, go non-blocking: two syscalls per batch, not per packet.
+            let mut batch = false;
+            for _ in 0..256 {
+                let Ok((n, src)) = self.sock.recv_from(&mut buf) else {
+                    break;
+                };
+                self.datagram(src, &buf[..n]);
+                if !batch {
+                    batch = true;
+                    let _ = self.sock.set_nonblocking(true);
+                }
+            }
+            if batch {
+                let _ = self.sock.set_nonblocking(false);
+            }
+        }
+        // Tell the remaining clients, so they need not wait for ICE timeouts.
+        let ids: Vec<u64> = self.participants.keys().copied().collect();
+        for id in ids {
+            self.remove_participant(id);
+        }
+    }
+
+    fn timers(&mut self, now: Instant) {
+        let mut dead = std::mem::take(&mut self.dead);
+        dead.clear();
+        let mut due = std::mem::take(&mut self.due);
+        due.clear();
+        due.extend(
+            self.peers
+                .iter()
+                .filter(|(_, p)| {
+                    p.next_timeout <= now
+                        || (!p.connected && now.duration_since(p.created) > CONNECT_TIMEOUT)
+                })
+                .map(|(id, _)| *id),
+        );
+        for &id in &due {
+            let Some(p) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if !p.connected && now.duration_since(p.created) > CONNECT_TIMEOUT {
+                dead.push(id);
+                continue;
+            }
+            let _ = p.rtc.handle_input(Input::Timeout(now));
+            self.after_input(id, now, &mut dead);
+        }
+        self.due = due;
+        for id in &dead {
+            self.peer_died(*id);
+        }
+        self.dead = dead;
+    }
+
+    fn datagram(&mut self, src: SocketAddr, data: &[u8]) {
+        let now = Instant::now();
+        let Ok(recv) = Receive::new(Protocol::Udp, src, self.advertised, data) else {
+            self.stats.dropped_malformed += 1;
+            return;
+        };
+        let input = Input::Receive(now, recv);
+        // Known source first; otherwise ask each Rtc (STUN ufrag) and remember the answer.
+        let id = match self.by_addr.get(&src) {
+            Some(&id) => id,
+            None => {
+                let Some(id) = self
+                    .peers
+                    .iter()
+                    .find(|(_, s)| s.rtc.accepts(&input))
+                    .map(|(id, _)| *id)
+                else {
+                    self.stats.dropped_unknown += 1;
+                    return;
+                };
+                self.by_addr.insert(src, id);
+                id
+            }
+        };
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if let Err(e) = p.rtc.handle_input(input) {
+            self.stats.dropped_malformed += 1;
+            plenary_ops::limited_debug!(LOG_LIMIT, 0, "sfu: input from {src} refused: {e}");
+            return;
+        }
+        let mut dead = std::mem::take(&mut self.dead);
+        dead.clear();
+        self.after_input(id, now, &mut dead);
+        for id in &dead {
+            self.peer_died(*id);
+        }
+        self.dead = dead;
+    }
+
+    /// Drains a peer after input and acts on what it reported.
+    fn after_input(&mut self, id: u64, now: Instant, dead: &mut Vec<u64>) {
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        let alive = match self.peers.get_mut(&id) {
+            Some(p) => p.drain(&self.sock, &mut events),
+            None => true,
+        };
+        for ev in events.drain(..) {
+            match ev {
+                PeerEvent::Rtp(mid, rid, pkt) => self.forward(id, mid, rid, pkt, now),
+                PeerEvent::Connected => self.connected(id),
+                PeerEvent::MediaAdded(mid, kind) => self.media_added(id, mid, kind),
+                PeerEvent::KeyframeRequest(mid) => self.keyframe_for_slot(id, mid, now),
+                PeerEvent::Estimate(bps) => {
+                    if let Some(p) = self.peers.get_mut(&id) {
+                        p.estimate_bps = Some(bps);
+                    }
+                }
+            }
+        }
+        self.events = events;
+        if !alive {
+            dead.push(id);
+        }
+    }
+
+    fn peer_died(&mut self, id: u64) {
+        let Some(p) = self.peers.get(&id) else { return };
+        let participant = p.participant;
+        // A dead media connection ends the whole participant: the client must rejoin.
+        self.remove_participant(participant);
+    }
+}

@@ -1,0 +1,125 @@
+//! One peer connection: a str0m `Rtc` and what the worker keeps beside it.
+
+use std::net::UdpSocket;
+use std::time::Instant;
+
+use str0m::bwe::BweKind;
+use str0m::change::SdpPendingOffer;
+use str0m::media::{MediaKind, Mid, Rid};
+use str0m::rtp::RtpPacket;
+use str0m::{Event, IceConnectionState, Output, Rtc};
+
+use super::slot::Slot;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PeerKind {
+    /// WHIP: publishes, receives nothing.
+    Whip,
+    /// WHEP: receives the room's programme feed.
+    Whep,
+    /// Room API publish connection (client offers).
+    Publish,
+    /// Room API subscribe connection (server offers).
+    Subscribe,
+}
+
+impl PeerKind {
+    pub(crate) fn publishes(self) -> bool {
+        matches!(self, PeerKind::Whip | PeerKind::Publish)
+    }
+}
+
+pub(crate) struct Peer {
+    pub participant: u64,
+    pub kind: PeerKind,
+    pub rtc: Rtc,
+    pub next_timeout: Instant,
+    pub created: Instant,
+    pub connected: bool,
+    /// Outgoing m-lines (subscribing peers).
+    pub slots: Vec<Slot>,
+    /// Latest egress estimate (TWCC, else REMB).
+    pub estimate_bps: Option<u64>,
+    /// Server offer awaiting the client's answer (subscribe connection).
+    pub pending_offer: Option<SdpPendingOffer>,
+    /// A renegotiation was wanted while an offer was out.
+    pub renegotiate: bool,
+}
+
+/// What a drain saw, copied out so the worker can act on other peers.
+// Boxing the RTP packet would allocate per packet; these live in a reused Vec instead.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum PeerEvent {
+    Connected,
+    MediaAdded(Mid, MediaKind),
+    Rtp(Mid, Option<Rid>, RtpPacket),
+    KeyframeRequest(Mid),
+    Estimate(u64),
+}
+
+impl Peer {
+    pub(crate) fn new(participant: u64, kind: PeerKind, rtc: Rtc, now: Instant) -> Self {
+        Self {
+            participant,
+            kind,
+            rtc,
+            next_timeout: now,
+            created: now,
+            connected: false,
+            slots: Vec::new(),
+            estimate_bps: None,
+            pending_offer: None,
+            renegotiate: false,
+        }
+    }
+
+    pub(crate) fn slot_by_mid(&mut self, mid: Mid) -> Option<&mut Slot> {
+        self.slots.iter_mut().find(|s| s.mid == mid)
+    }
+
+    /// Sends what the `Rtc` wants sent and collects events into `out`. Returns false when the
+    /// connection is dead.
+    pub(crate) fn drain(&mut self, sock: &UdpSocket, out: &mut Vec<PeerEvent>) -> bool {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    self.next_timeout = t;
+                    break;
+                }
+                Ok(Output::Transmit(t)) => {
+                    // A full socket buffer drops the datagram, as the network would.
+                    let _ = sock.send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(e)) => match e {
+                    Event::Connected => {
+                        self.connected = true;
+                        out.push(PeerEvent::Connected);
+                    }
+                    Event::MediaAdded(m) => out.push(PeerEvent::MediaAdded(m.mid, m.kind)),
+                    Event::RtpPacket(p) => {
+                        let mut api = self.rtc.direct_api();
+                        let Some(rx) = api.stream_rx(&p.header.ssrc) else {
+                            continue;
+                        };
+                        let (mid, rid) = (rx.mid(), rx.rid());
+                        out.push(PeerEvent::Rtp(mid, rid, p));
+                    }
+                    Event::KeyframeRequest(r) => out.push(PeerEvent::KeyframeRequest(r.mid)),
+                    Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. })
+                    | Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
+                        out.push(PeerEvent::Estimate(estimate.as_u64()));
+                    }
+                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                        return false;
+                    }
+                    _ => {}
+                },
+                Err(e) => {
+                    tracing::debug!("sfu: poll_output: {e}");
+                    return false;
+                }
+            }
+        }
+        self.rtc.is_alive()
+    }
+}

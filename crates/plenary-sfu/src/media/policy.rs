@@ -1,0 +1,277 @@
+//! The periodic pass: active speaker, audio slots, last-N, programme feed, simulcast layers
+//! and dynacast. Runs every `POLICY_INTERVAL` and after control changes, never per packet.
+
+use std::time::Instant;
+
+use str0m::media::MediaKind;
+
+use super::control::slot_key;
+use rustc_hash::FxHashMap;
+
+use super::model::{participant_name, track_name, Participant, SlotRef, Track};
+use super::slot::SlotRole;
+use super::MediaLoop;
+use crate::core::demand::LayerChange;
+use crate::core::speaker::last_n;
+use crate::signal::{ServerMsg, TrackSource};
+
+impl MediaLoop {
+    pub(super) fn policy(&mut self, now: Instant) {
+        let names: Vec<String> = self.rooms.keys().cloned().collect();
+        for name in names {
+            self.room_policy(&name, now);
+        }
+    }
+
+    fn room_policy(&mut self, name: &str, now: Instant) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        // 1. Active speaker.
+        if let Some(change) = room.speaker.tick(now) {
+            room.active = change;
+            let msg = ServerMsg::ActiveSpeaker {
+                participant: change.map(participant_name),
+            };
+            for p in &room.participants {
+                if let Some(pp) = self.participants.get(p) {
+                    pp.send(msg.clone());
+                }
+            }
+        }
+        // 2. Audio slots: keep who is still loud where they are, fill freed slots.
+        let mut loud = Vec::new();
+        room.speaker
+            .loudest(now, room.audio_assign.len(), &mut loud);
+        // Microphones without RFC 6464 levels cannot be ranked: heard whenever a slot is free.
+        let unranked = room
+            .tracks
+            .iter()
+            .filter_map(|t| self.tracks.get(t))
+            .filter(|t| t.kind == MediaKind::Audio && !t.has_levels && t.layers[0].is_some())
+            .map(|t| t.owner);
+        let candidates: Vec<u64> = loud.iter().copied().chain(unranked).collect();
+        for a in room.audio_assign.iter_mut() {
+            if a.is_some_and(|p| !candidates.contains(&p)) {
+                *a = None;
+            }
+        }
+        for p in candidates {
+            if room.audio_assign.contains(&Some(p)) {
+                continue;
+            }
+            if let Some(free) = room.audio_assign.iter_mut().find(|a| a.is_none()) {
+                *free = Some(p);
+            }
+        }
+        // 3. Last-N ranking and the programme order (speaker first).
+        let mut ranking = Vec::new();
+        room.speaker.ranking(&mut ranking);
+        let cameras: Vec<u64> = room
+            .tracks
+            .iter()
+            .filter_map(|t| self.tracks.get(t))
+            .filter(|t| t.kind == MediaKind::Video && t.source == TrackSource::Camera)
+            .map(|t| t.owner)
+            .collect();
+        let mut forwarded = Vec::new();
+        last_n(
+            &ranking,
+            &cameras,
+            self.config.last_n,
+            room.active,
+            &mut forwarded,
+        );
+        room.forwarded = forwarded;
+        let mut programme = Vec::new();
+        last_n(&ranking, &cameras, usize::MAX, room.active, &mut programme);
+
+        // 4. Re-bind every subscriber slot of the room and choose its layer.
+        let subscribers: Vec<u64> = room
+            .participants
+            .iter()
+            .filter_map(|p| self.participants.get(p)?.subscribe)
+            .collect();
+        let mut changes: Vec<LayerChange> = std::mem::take(&mut room.dirty_layers);
+        for peer_id in subscribers {
+            self.bind_slots(name, peer_id, &programme, now, &mut changes);
+        }
+        // 5. Dynacast: tell publishers which layers someone watches.
+        let mut touched: Vec<u64> = changes.iter().map(|c| c.track).collect();
+        touched.sort_unstable();
+        touched.dedup();
+        for t in touched {
+            let Some(track) = self.tracks.get(&t) else {
+                continue;
+            };
+            let Some(room) = self.rooms.get(name) else {
+                return;
+            };
+            let wanted = room.demand.wanted_layers(t);
+            let layers: Vec<u8> = (0..3u8).filter(|l| wanted[*l as usize]).collect();
+            if let Some(owner) = self.participants.get(&track.owner) {
+                owner.send(ServerMsg::LayersWanted {
+                    track: track_name(t),
+                    layers,
+                });
+            }
+        }
+    }
+
+    /// Decides what feeds each slot of one subscriber and at which layer.
+    fn bind_slots(
+        &mut self,
+        room_name: &str,
+        peer_id: u64,
+        programme: &[u64],
+        now: Instant,
+        changes: &mut Vec<LayerChange>,
+    ) {
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        let me = peer.participant;
+        let video_slots = peer
+            .slots
+            .iter()
+            .filter(|s| s.kind == MediaKind::Video && s.role != SlotRole::Idle)
+            .count()
+            .max(1) as u64;
+        let share = peer.estimate_bps.map(|e| e / video_slots);
+        let mut keyframes: Vec<(u64, usize)> = Vec::new();
+        let mut events: Vec<ServerMsg> = Vec::new();
+        for (i, slot) in peer.slots.iter_mut().enumerate() {
+            // Which track should feed this slot now?
+            let want: Option<u64> = match slot.role {
+                SlotRole::Idle => None,
+                SlotRole::Track(t) => Some(t),
+                SlotRole::Loudest(k) => room
+                    .audio_assign
+                    .get(k)
+                    .copied()
+                    .flatten()
+                    .filter(|p| *p != me)
+                    .and_then(|p| tracks_of(&self.participants, &self.tracks, p, MediaKind::Audio)),
+                SlotRole::Speaker(k) => programme
+                    .iter()
+                    .filter(|p| **p != me)
+                    .nth(k)
+                    .and_then(|p| tracks_of(&self.participants, &self.tracks, *p, MediaKind::Video))
+                    .or_else(|| {
+                        (k == 0)
+                            .then(|| any_video(&self.tracks, &room.tracks))
+                            .flatten()
+                    }),
+            };
+            // Last-N applies to camera tracks bound by subscription.
+            if let SlotRole::Track(t) = slot.role {
+                let owner = self.tracks.get(&t).map(|t| (t.owner, t.source, t.kind));
+                if let Some((owner, TrackSource::Camera, MediaKind::Video)) = owner {
+                    let paused = !room.forwarded.contains(&owner);
+                    if paused != slot.paused {
+                        slot.paused = paused;
+                        let track = track_name(t);
+                        events.push(if paused {
+                            ServerMsg::Paused { track }
+                        } else {
+                            ServerMsg::Resumed { track }
+                        });
+                    }
+                }
+            }
+            let want = if slot.paused { None } else { want };
+            let r = SlotRef {
+                peer: peer_id,
+                slot: i,
+            };
+            if slot.feed != want {
+                if let Some(old) = slot.feed {
+                    room.unfeed(old, r);
+                }
+                if let Some(new) = want {
+                    room.feed(new, r);
+                }
+                slot.feed = want;
+                slot.pt_map = None;
+                if let SlotRole::Loudest(_) = slot.role {
+                    let who = want.and_then(|t| self.tracks.get(&t)).map(|t| t.owner);
+                    events.push(ServerMsg::AudioSlot {
+                        mid: slot.mid.to_string(),
+                        participant: who.map(participant_name),
+                    });
+                }
+            }
+            // Layer choice and the source the switcher should move to.
+            let Some(track) = want.and_then(|t| self.tracks.get_mut(&t)) else {
+                slot.switcher.request(None);
+                if slot.layer.take().is_some() {
+                    room.demand.set(slot_key(peer_id, i), 0, None, changes);
+                }
+                continue;
+            };
+            let layer = if track.kind == MediaKind::Video {
+                slot.selector
+                    .choose(now, share, slot.max_layer, &track.layer_bps(now))
+            } else {
+                track.layers[0].as_ref().map(|_| 0)
+            };
+            let ssrc = layer
+                .and_then(|l| track.layers[l as usize].as_ref())
+                .map(|l| l.ssrc);
+            slot.switcher.request(ssrc);
+            if layer != slot.layer {
+                if slot.layer.is_some() {
+                    self.stats.layer_switches += 1;
+                }
+                slot.layer = layer;
+                room.demand
+                    .set(slot_key(peer_id, i), want.unwrap_or(0), layer, changes);
+            }
+            if let (Some(pending), Some(l)) = (slot.switcher.pending(), layer) {
+                if Some(pending) == ssrc && track.kind == MediaKind::Video {
+                    keyframes.push((want.unwrap_or(0), l as usize));
+                }
+            }
+        }
+        if let Some(p) = self.participants.get(&me) {
+            for e in events {
+                p.send(e);
+            }
+        }
+        for (t, l) in keyframes {
+            self.request_keyframe(t, l, now);
+        }
+    }
+}
+
+/// A participant's first track of a kind (camera before screen for video).
+fn tracks_of(
+    participants: &FxHashMap<u64, Participant>,
+    tracks: &FxHashMap<u64, Track>,
+    participant: u64,
+    kind: MediaKind,
+) -> Option<u64> {
+    let p = participants.get(&participant)?;
+    let mut best = None;
+    for t in &p.tracks {
+        let Some(tr) = tracks.get(t) else { continue };
+        if tr.kind != kind {
+            continue;
+        }
+        if tr.source != TrackSource::Screen {
+            return Some(*t);
+        }
+        best.get_or_insert(*t);
+    }
+    best
+}
+
+fn any_video(tracks: &FxHashMap<u64, Track>, room_tracks: &[u64]) -> Option<u64> {
+    room_tracks
+        .iter()
+        .copied()
+        .find(|t| tracks.get(t).is_some_and(|t| t.kind == MediaKind::Video))
+}

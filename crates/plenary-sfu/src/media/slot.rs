@@ -1,0 +1,56 @@
+//! A subscriber's outgoing m-line and what feeds it.
+
+use str0m::media::{MediaKind, Mid, Pt};
+
+use crate::core::layers::LayerSelector;
+use crate::core::switcher::Switcher;
+
+/// What a slot carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlotRole {
+    /// One published track the client subscribed to (simulcast layer still chosen here).
+    Track(u64),
+    /// Programme feed: the video of the participant at this rank (0 = current speaker).
+    Speaker(usize),
+    /// The k-th loudest microphone of the room.
+    Loudest(usize),
+    /// Unsubscribed; the m-line stays but carries nothing.
+    Idle,
+}
+
+pub(crate) struct Slot {
+    pub mid: Mid,
+    pub kind: MediaKind,
+    pub role: SlotRole,
+    /// Track feeding the slot now (the `feeds` index of the room lists this slot under it).
+    pub feed: Option<u64>,
+    pub switcher: Switcher,
+    pub selector: LayerSelector,
+    /// Highest simulcast layer the client wants here.
+    pub max_layer: u8,
+    /// Layer chosen for it at the last policy pass.
+    pub layer: Option<u8>,
+    /// Taken out by last-N.
+    pub paused: bool,
+    /// Cached publisher PT → our PT (both sides negotiate per connection).
+    pub pt_map: Option<(Pt, Pt)>,
+}
+
+impl Slot {
+    pub(crate) fn new(mid: Mid, kind: MediaKind, role: SlotRole, max_layer: u8) -> Self {
+        let video = kind == MediaKind::Video;
+        let clock = if video { 90_000 } else { 48_000 };
+        Self {
+            mid,
+            kind,
+            role,
+            feed: None,
+            switcher: Switcher::new(clock, video),
+            selector: LayerSelector::default(),
+            max_layer,
+            layer: None,
+            paused: false,
+            pt_map: None,
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! Counters kept by the media worker and published to `metrics` once per policy pass, so the
+//! packet path touches no shared atomics.
+
+use metrics::{counter, gauge};
+
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub forwarded_packets: u64,
+    pub forwarded_bytes: u64,
+    pub layer_switches: u64,
+    pub keyframe_requests: u64,
+    pub dropped_malformed: u64,
+    pub dropped_unknown: u64,
+    pub dropped_unrouted: u64,
+    pub dropped_no_codec: u64,
+}
+
+impl Stats {
+    /// Adds what was counted since the last call to the exported metrics.
+    pub(crate) fn publish(&mut self, peers: usize, tracks: usize) {
+        let s = std::mem::take(self);
+        gauge!("plenary_sfu_peers").set(peers as f64);
+        gauge!("plenary_sfu_tracks").set(tracks as f64);
+        counter!("plenary_sfu_forwarded_packets_total").increment(s.forwarded_packets);
+        counter!("plenary_sfu_forwarded_bytes_total").increment(s.forwarded_bytes);
+        counter!("plenary_sfu_layer_switches_total").increment(s.layer_switches);
+        counter!("plenary_sfu_keyframe_requests_total").increment(s.keyframe_requests);
+        for (reason, n) in [
+            ("malformed", s.dropped_malformed),
+            ("unknown_source", s.dropped_unknown),
+            ("unrouted", s.dropped_unrouted),
+            ("no_common_codec", s.dropped_no_codec),
+        ] {
+            counter!("plenary_sfu_dropped_datagrams_total", "reason" => reason).increment(n);
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! `plenary sfu`: config (embedded `configs/sfu.toml`, `--config`, flag overrides), then the
+//! SFU until SIGTERM has drained it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use plenary_ops::logging::{self, LogFormat};
+use plenary_ops::signals::{SignalEvent, Signals};
+use plenary_sfu::config::{parse_toml, OpsConfig};
+use plenary_sfu::SfuConfig;
+use tracing::{info, warn};
+
+const EMBEDDED_DEFAULT: &str = include_str!("../../../configs/sfu.toml");
+
+#[derive(Args)]
+pub struct SfuArgs {
+    /// Plenary SFU config (every key documented in configs/sfu.toml, which is also the
+    /// embedded default).
+    #[arg(long, value_name = "FILE.toml")]
+    config: Option<PathBuf>,
+    /// HTTP listener for WHIP, WHEP, the room WebSocket and the demo page (overrides
+    /// [http] listen).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// The UDP socket every peer's media uses (overrides [media] listen).
+    #[arg(long, value_name = "ADDR")]
+    media: Option<SocketAddr>,
+    /// IP announced in ICE candidates instead of the media socket's (overrides
+    /// [media] public-ip).
+    #[arg(long, value_name = "IP")]
+    public_ip: Option<IpAddr>,
+    /// Prometheus listener (overrides [ops] metrics).
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_metrics")]
+    metrics: Option<SocketAddr>,
+    /// Do not serve Prometheus metrics.
+    #[arg(long)]
+    no_metrics: bool,
+    /// Log filter, e.g. "debug" or "plenary_sfu=debug,info" (overrides [ops] log-level).
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+}
+
+pub fn load(args: &SfuArgs) -> anyhow::Result<(SfuConfig, OpsConfig, String)> {
+    let (text, name) = match &args.config {
+        Some(p) => (
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read config {}", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => (
+            EMBEDDED_DEFAULT.to_owned(),
+            "<embedded configs/sfu.toml>".to_owned(),
+        ),
+    };
+    let (mut sfu, mut ops) = parse_toml(&text, &name)?;
+    if let Some(a) = args.http {
+        sfu.http = a;
+    }
+    if let Some(a) = args.media {
+        sfu.media = a;
+    }
+    if let Some(ip) = args.public_ip {
+        sfu.public_ip = Some(ip);
+    }
+    if args.no_metrics {
+        ops.metrics = None;
+    } else if let Some(a) = args.metrics {
+        ops.metrics = Some(a);
+    }
+    if let Some(l) = &args.log_level {
+        ops.log_level = l.clone();
+    }
+    Ok((sfu, ops, name))
+}
+
+pub fn run(args: SfuArgs) -> anyhow::Result<()> {
+    let (sfu, ops, name) = load(&args)?;
+    let format = if ops.log_json {
+        LogFormat::Json
+    } else {
+        LogFormat::Plain
+    };
+    if let Some(w) = logging::init(&ops.log_level, format, None).context("cannot set up logging")? {
+        warn!("{w}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("cannot start the HTTP runtime")?;
+    runtime.block_on(async move {
+        if let Some(addr) = ops.metrics {
+            plenary_ops::metrics::start_exporter(addr)
+                .with_context(|| format!("cannot serve Prometheus metrics on {addr}"))?;
+        }
+        let mut signals = Signals::new().context("cannot install signal handlers")?;
+        let running = plenary_sfu::serve(sfu.clone())
+            .await
+            .with_context(|| format!("cannot start the SFU from {name}"))?;
+        info!(
+            config = %name,
+            http = %running.http_addr(),
+            media = %running.media_addr(),
+            metrics = ?ops.metrics,
+            "plenary sfu ready: open http://{}/ for the demo room",
+            running.http_addr()
+        );
+        loop {
+            let sig = signals.recv().await;
+            if sig.event == SignalEvent::Terminate {
+                info!(
+                    signal = sig.name,
+                    peers = running.peers(),
+                    timeout_s = ops.drain_timeout.as_secs(),
+                    "draining: new sessions get 503; send the signal again to stop now"
+                );
+                let left = tokio::select! {
+                    n = running.drain(ops.drain_timeout) => n,
+                    _ = signals.recv() => running.peers(),
+                };
+                info!(peers_left = left, "stopping");
+                break;
+            }
+        }
+        running.shutdown().await;
+        info!("plenary sfu stopped");
+        anyhow::Ok(())
+    })
+}
