@@ -49,7 +49,11 @@ pub fn init(
     };
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let result = match (format, file) {
-        (LogFormat::Plain, None) => builder.with_writer(std::io::stderr).try_init(),
+        // Colours only on a terminal: journald and log collectors get plain text.
+        (LogFormat::Plain, None) => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .try_init(),
         (LogFormat::Plain, Some(f)) => builder
             .with_ansi(false)
             .with_writer(Mutex::new(f))

@@ -1,5 +1,5 @@
-//! `plenary cred`: TURN REST credentials, as BigBlueButton computes them, for scripts and
-//! tests.
+//! `plenary cred`: TURN REST credentials, as BigBlueButton computes them, and SFU room
+//! tokens (`--room`), for scripts and tests.
 
 use clap::Args;
 use plenary_turn::stun::integrity::rest_password;
@@ -7,9 +7,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Args)]
 pub struct CredArgs {
-    /// Shared secret (coturn `static-auth-secret`). Also read from PLENARY_TURN_SECRET.
+    /// Shared secret (coturn `static-auth-secret`; with --room, one of the SFU's
+    /// [rooms] token-secrets). Also read from PLENARY_TURN_SECRET.
     #[arg(long, env = "PLENARY_TURN_SECRET", hide_env_values = true)]
     secret: String,
+    /// Print a room token for `plenary sfu` instead (WHIP/WHEP `?token=` or
+    /// `Authorization: Bearer`, room API `?token=`); --user becomes the display name.
+    #[arg(long, value_name = "ROOM")]
+    room: Option<String>,
     /// User id appended to the expiry (`EXPIRY:USER`); without it the username is the bare
     /// expiry, which BBB also accepts.
     #[arg(long)]
@@ -28,6 +33,15 @@ pub struct CredArgs {
 pub fn run(args: CredArgs) -> anyhow::Result<()> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let expiry = now.saturating_add(args.ttl);
+    if let Some(room) = args.room {
+        let claims = plenary_sfu::token::Claims {
+            room,
+            exp: expiry,
+            name: args.user,
+        };
+        println!("{}", plenary_sfu::token::issue(&args.secret, &claims));
+        return Ok(());
+    }
     let username = match &args.user {
         Some(user) => format!("{expiry}{}{user}", args.separator),
         None => expiry.to_string(),
