@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod stun_client;
+pub mod webdriver;
 
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};

@@ -270,7 +270,7 @@ async function layersWanted(msg) {
 // ---- server messages ----
 
 const handlers = {
-  async joined(m, ws) {
+  joined(m, ws) {
     room.me = m.participant;
     room.iceServers = m.ice_servers || [];
     setState('joined');
@@ -282,7 +282,8 @@ const handlers = {
     };
     for (const p of others) addParticipant(p.id, p.name, p.tracks);
     subscribeVideo(others.flatMap((p) => p.tracks));
-    await publish(ws);
+    // Not awaited: the server's first offer need not wait for the camera and ICE gathering.
+    publish(ws).catch(fail);
   },
   async publish_answer(m) {
     if (room.pub) await room.pub.setRemoteDescription({ type: 'answer', sdp: m.sdp });

@@ -6,8 +6,6 @@ const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
 /// Content type and body of the demo asset at `path` (the URL path, query stripped).
-// Until the HTTP route uses it, only the tests below do.
-#[allow(dead_code)]
 pub(crate) fn asset(path: &str) -> Option<(&'static str, &'static [u8])> {
     let found: (&'static str, &'static [u8]) = match path {
         "/" | "/index.html" => (HTML, include_bytes!("../assets/index.html")),

@@ -20,11 +20,13 @@ pub mod config;
 pub mod core;
 mod http;
 mod media;
+mod metrics_desc;
 pub mod signal;
 pub mod token;
 
 use http::handle;
 use media::MediaLoop;
+pub use metrics_desc::describe_metrics;
 
 /// Largest SDP offer we accept; real offers are a few KiB.
 const MAX_SDP: usize = 64 * 1024;

@@ -94,6 +94,7 @@ pub fn run(args: SfuArgs) -> anyhow::Result<()> {
         if let Some(addr) = ops.metrics {
             plenary_ops::metrics::start_exporter(addr)
                 .with_context(|| format!("cannot serve Prometheus metrics on {addr}"))?;
+            plenary_sfu::describe_metrics();
         }
         let mut signals = Signals::new().context("cannot install signal handlers")?;
         let running = plenary_sfu::serve(sfu.clone())

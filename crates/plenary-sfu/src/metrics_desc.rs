@@ -1,0 +1,44 @@
+//! HELP text for the SFU's Prometheus metrics (the media worker records them).
+
+use plenary_ops::metrics::{describe, MetricDesc, MetricKind};
+
+/// Registers the descriptions; call after the exporter is installed.
+pub fn describe_metrics() {
+    describe(&[
+        MetricDesc {
+            name: "plenary_sfu_peers",
+            kind: MetricKind::Gauge,
+            help: "Peer connections held (WHIP, WHEP, room publish and subscribe).",
+        },
+        MetricDesc {
+            name: "plenary_sfu_tracks",
+            kind: MetricKind::Gauge,
+            help: "Published tracks.",
+        },
+        MetricDesc {
+            name: "plenary_sfu_forwarded_packets_total",
+            kind: MetricKind::Counter,
+            help: "RTP packets written to subscribers (one per subscriber).",
+        },
+        MetricDesc {
+            name: "plenary_sfu_forwarded_bytes_total",
+            kind: MetricKind::Counter,
+            help: "RTP payload bytes written to subscribers.",
+        },
+        MetricDesc {
+            name: "plenary_sfu_layer_switches_total",
+            kind: MetricKind::Counter,
+            help: "Simulcast layer changes decided for subscriber slots.",
+        },
+        MetricDesc {
+            name: "plenary_sfu_keyframe_requests_total",
+            kind: MetricKind::Counter,
+            help: "PLIs sent to publishers (after rate limiting).",
+        },
+        MetricDesc {
+            name: "plenary_sfu_dropped_datagrams_total",
+            kind: MetricKind::Counter,
+            help: "Input dropped, by reason: malformed, unknown_source, unrouted, no_common_codec.",
+        },
+    ]);
+}
