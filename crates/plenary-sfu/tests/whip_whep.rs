@@ -341,3 +341,111 @@ async fn http_errors_and_cors() {
     .unwrap();
     sfu.shutdown().await;
 }
+
+/// A recvonly str0m offer, enough for the SFU to answer.
+fn viewer_offer() -> String {
+    let mut rtc = RtcConfig::new().set_rtp_mode(true).build(Instant::now());
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rtc.add_local_candidate(Candidate::host(sock.local_addr().unwrap(), "udp").unwrap());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    let (offer, _) = api.apply().expect("offer");
+    offer.to_sdp_string()
+}
+
+#[tokio::test]
+async fn tokens_guard_rooms_and_answers_carry_ice_servers() {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let secret = "a-room-secret-of-some-length".to_string();
+    let sfu = serve(SfuConfig {
+        http: any,
+        media: any,
+        room_token_secrets: vec![secret.clone()],
+        ice_servers: Some(plenary_sfu::IceServers {
+            urls: vec![
+                "stun:127.0.0.1:3478".into(),
+                "turn:127.0.0.1:3478?transport=udp".into(),
+            ],
+            secret: "turn-secret".into(),
+            ttl: Duration::from_secs(3600),
+        }),
+        ..SfuConfig::default()
+    })
+    .await
+    .expect("sfu starts");
+    let addr = sfu.http_addr();
+    tokio::task::spawn_blocking(move || {
+        let offer = viewer_offer();
+        let r = http(addr, "POST", "/whep/ga", Some("application/sdp"), &offer);
+        assert_eq!(r.status, 401, "no token: {}", r.body);
+        assert!(r.body.contains("token"), "{}", r.body);
+
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 60;
+        let claims = |room: &str| plenary_sfu::token::Claims {
+            room: room.into(),
+            exp,
+            name: None,
+        };
+        let other = plenary_sfu::token::issue(&secret, &claims("other"));
+        let r = http(
+            addr,
+            "POST",
+            &format!("/whep/ga?token={other}"),
+            Some("application/sdp"),
+            &offer,
+        );
+        assert_eq!(r.status, 401, "token for another room: {}", r.body);
+
+        let good = plenary_sfu::token::issue(&secret, &claims("ga"));
+        let r = http(
+            addr,
+            "POST",
+            &format!("/whep/ga?token={good}"),
+            Some("application/sdp"),
+            &offer,
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        let links: Vec<&str> = r
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("link"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(links.len(), 2, "{links:?}");
+        assert!(
+            links[0].starts_with("<stun:127.0.0.1:3478>; rel=\"ice-server\""),
+            "{links:?}"
+        );
+        let turn = links[1];
+        assert!(
+            turn.contains("username=\"") && turn.contains("credential=\""),
+            "{turn}"
+        );
+        // The credential is TURN REST, so `plenary turn` with the same secret accepts it.
+        let user = turn
+            .split("username=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let cred = turn
+            .split("credential=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        assert_eq!(
+            cred,
+            plenary_turn::stun::integrity::rest_password(b"turn-secret", user)
+        );
+    })
+    .await
+    .unwrap();
+    sfu.shutdown().await;
+}
