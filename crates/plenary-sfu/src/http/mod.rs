@@ -47,6 +47,17 @@ pub(crate) fn text(status: StatusCode, msg: &str) -> Resp {
     r
 }
 
+/// An SDP parse error as told to a client: the parser's lines without the one that carries
+/// its `PointerOffset(0x…)`, a memory address of this process.
+pub(crate) fn sdp_error(e: &impl std::fmt::Display) -> String {
+    e.to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains("PointerOffset"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 pub(crate) fn valid_room(room: &str) -> bool {
     !room.is_empty()
         && room.len() <= 64
@@ -204,7 +215,7 @@ async fn offer(
         Err(e) => {
             return text(
                 StatusCode::BAD_REQUEST,
-                &format!("unparsable SDP offer: {e}"),
+                &format!("unparsable SDP offer: {}", sdp_error(&e)),
             )
         }
     };

@@ -14,6 +14,7 @@ use super::model::{
 use super::peer::{Peer, PeerKind};
 use super::slot::{Slot, SlotRole};
 use super::MediaLoop;
+use crate::http::sdp_error;
 use crate::signal::{ClientMsg, ParticipantInfo, ServerMsg, SlotInfo, TrackSource};
 use crate::{Cmd, RoomCmd};
 
@@ -315,7 +316,12 @@ impl MediaLoop {
     fn room_publish(&mut self, id: u64, sdp: &str, tracks: Vec<crate::signal::PublishTrack>) {
         let offer = match SdpOffer::from_sdp_string(sdp) {
             Ok(o) => o,
-            Err(e) => return self.error_to(id, format!("publish: unparsable SDP offer: {e}")),
+            Err(e) => {
+                return self.error_to(
+                    id,
+                    format!("publish: unparsable SDP offer: {}", sdp_error(&e)),
+                )
+            }
         };
         if let Some(p) = self.participants.get_mut(&id) {
             for t in &tracks {
@@ -367,7 +373,9 @@ impl MediaLoop {
         };
         let answer = match SdpAnswer::from_sdp_string(sdp) {
             Ok(a) => a,
-            Err(e) => return self.error_to(id, format!("answer: unparsable SDP: {e}")),
+            Err(e) => {
+                return self.error_to(id, format!("answer: unparsable SDP: {}", sdp_error(&e)))
+            }
         };
         let Some(peer) = self.peers.get_mut(&peer_id) else {
             return;
@@ -384,6 +392,8 @@ impl MediaLoop {
         }
         let again = std::mem::take(&mut peer.renegotiate);
         self.drain_peer(peer_id);
+        // New m-lines can carry media now: bind them and ask for their keyframes at once.
+        self.next_policy = Instant::now();
         if again {
             self.renegotiate(id);
         }
@@ -419,22 +429,19 @@ impl MediaLoop {
             let Some(peer) = self.peers.get_mut(&peer_id) else {
                 return;
             };
-            if peer.slots.iter().any(|s| s.role == SlotRole::Track(track)) {
+            let role = SlotRole::Track(track);
+            if peer.slots.iter().any(|s| s.role == role) || peer.queued.iter().any(|q| q.1 == role)
+            {
                 continue;
             }
-            if peer.slots.len() >= MAX_SLOTS {
+            if peer.slots.len() + peer.queued.len() >= MAX_SLOTS {
                 self.error_to(
                     id,
                     format!("subscribe: at most {MAX_SLOTS} m-lines per connection"),
                 );
                 break;
             }
-            let mid = peer
-                .rtc
-                .sdp_api()
-                .add_media(kind, Direction::SendOnly, None, None, None);
-            peer.slots
-                .push(Slot::new(mid, kind, SlotRole::Track(track), max_layer));
+            peer.queued.push((kind, role, max_layer));
             added = true;
         }
         if added {
@@ -455,7 +462,15 @@ impl MediaLoop {
             peer.renegotiate = true;
             return;
         }
-        if let Some((offer, pending)) = peer.rtc.sdp_api().apply() {
+        let Peer {
+            rtc, slots, queued, ..
+        } = peer;
+        let mut api = rtc.sdp_api();
+        for (kind, role, max_layer) in queued.drain(..) {
+            let mid = api.add_media(kind, Direction::SendOnly, None, None, None);
+            slots.push(Slot::new(mid, kind, role, max_layer));
+        }
+        if let Some((offer, pending)) = api.apply() {
             peer.pending_offer = Some(pending);
             self.send_offer(id, peer_id, offer);
         }
@@ -472,6 +487,17 @@ impl MediaLoop {
         let Some(peer) = self.peers.get_mut(&peer_id) else {
             return;
         };
+        if let Some(q) = peer
+            .queued
+            .iter_mut()
+            .find(|q| q.1 == SlotRole::Track(track))
+        {
+            match max_layer {
+                Some(l) => q.2 = l,
+                None => peer.queued.retain(|q| q.1 != SlotRole::Track(track)),
+            }
+            return;
+        }
         let Some(i) = peer
             .slots
             .iter()

@@ -48,6 +48,11 @@ impl MediaLoop {
         });
         l.ssrc = ssrc;
         l.meter.add(now, p.payload.len());
+        // Known before the policy pass below: a silent microphone with levels must not be
+        // taken for an unranked one and get an audio slot for a pass.
+        if track.kind == MediaKind::Audio && p.header.ext_vals.audio_level.is_some() {
+            track.has_levels = true;
+        }
         if new_layer {
             // Bind the slots waiting for this layer before its first packet goes by (rare).
             self.policy(now);
@@ -65,7 +70,6 @@ impl MediaLoop {
         };
         if kind == MediaKind::Audio {
             if let Some(level) = p.header.ext_vals.audio_level {
-                track.has_levels = true;
                 let level = level.unsigned_abs().min(127);
                 room.speaker
                     .on_level(now, owner, level, p.header.ext_vals.voice_activity);
@@ -97,17 +101,20 @@ impl MediaLoop {
             if !sub.connected {
                 continue;
             }
-            let Some(slot) = sub.slots.get_mut(r.slot) else {
+            let Some((mid, pt_map)) = sub.slots.get(r.slot).map(|s| (s.mid, s.pt_map)) else {
                 continue;
             };
-            let Verdict::Forward { seq, ts, .. } = slot.switcher.on_packet(now, &incoming) else {
-                continue;
-            };
+            // The outgoing PT and stream come first: an m-line whose offer is not answered
+            // yet has neither, and its switcher must not take (and lose) this packet, or the
+            // subscriber's stream would start after the keyframe it joined on.
             let in_pt = p.header.payload_type;
-            let out_pt = match slot.pt_map {
+            let out_pt = match pt_map {
                 Some((a, b)) if a == in_pt => b,
                 _ => {
-                    let Some(b) = subscriber_pt(sub, slot_mid(sub, r.slot), codec, in_pt) else {
+                    if sub.rtc.media(mid).is_none() {
+                        continue;
+                    }
+                    let Some(b) = subscriber_pt(sub, mid, codec, in_pt) else {
                         self.stats.dropped_no_codec += 1;
                         continue;
                     };
@@ -117,7 +124,15 @@ impl MediaLoop {
                     b
                 }
             };
-            let mid = slot_mid(sub, r.slot);
+            if sub.rtc.direct_api().stream_tx_by_mid(mid, None).is_none() {
+                continue;
+            }
+            let Some(slot) = sub.slots.get_mut(r.slot) else {
+                continue;
+            };
+            let Verdict::Forward { seq, ts, .. } = slot.switcher.on_packet(now, &incoming) else {
+                continue;
+            };
             let mut api = sub.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(mid, None) else {
                 continue;
@@ -180,10 +195,6 @@ impl MediaLoop {
         evs.clear();
         self.sub_events = evs;
     }
-}
-
-fn slot_mid(p: &Peer, slot: usize) -> Mid {
-    p.slots[slot].mid
 }
 
 /// Our codec name for a publisher PT.

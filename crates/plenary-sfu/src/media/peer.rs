@@ -9,7 +9,7 @@ use str0m::media::{MediaKind, Mid, Rid};
 use str0m::rtp::RtpPacket;
 use str0m::{Event, IceConnectionState, Output, Rtc};
 
-use super::slot::Slot;
+use super::slot::{Slot, SlotRole};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PeerKind {
@@ -44,6 +44,10 @@ pub(crate) struct Peer {
     pub pending_offer: Option<SdpPendingOffer>,
     /// A renegotiation was wanted while an offer was out.
     pub renegotiate: bool,
+    /// Slots (kind, role, max layer) whose m-lines go into the next offer. str0m keeps
+    /// added media only in the `SdpApi` that added it, so they are added when the offer is
+    /// made, with the same `SdpApi` that applies it.
+    pub queued: Vec<(MediaKind, SlotRole, u8)>,
 }
 
 /// What a drain saw, copied out so the worker can act on other peers.
@@ -70,6 +74,7 @@ impl Peer {
             estimate_bps: None,
             pending_offer: None,
             renegotiate: false,
+            queued: Vec::new(),
         }
     }
 

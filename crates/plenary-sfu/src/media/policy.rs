@@ -141,6 +141,40 @@ impl MediaLoop {
             .count()
             .max(1) as u64;
         let share = peer.estimate_bps.map(|e| e / video_slots);
+        // Who this subscriber hears in its loudest-audio m-lines: the room's heard talkers
+        // but itself. Decided per subscriber because it may have fewer m-lines than the room
+        // has slots (WHEP offers one): a talker keeps the m-line it is heard on, freed m-lines
+        // take the talkers not heard yet.
+        let heard: Vec<u64> = room
+            .audio_assign
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|p| *p != me)
+            .collect();
+        let mut audio_for: Vec<Option<u64>> = peer
+            .slots
+            .iter()
+            .map(|s| match s.role {
+                SlotRole::Loudest(_) => s
+                    .feed
+                    .and_then(|t| self.tracks.get(&t))
+                    .map(|t| t.owner)
+                    .filter(|p| heard.contains(p)),
+                _ => None,
+            })
+            .collect();
+        let unheard: Vec<u64> = heard
+            .iter()
+            .copied()
+            .filter(|p| !audio_for.contains(&Some(*p)))
+            .collect();
+        let mut unheard = unheard.into_iter();
+        for (i, s) in peer.slots.iter().enumerate() {
+            if matches!(s.role, SlotRole::Loudest(_)) && audio_for[i].is_none() {
+                audio_for[i] = unheard.next();
+            }
+        }
         let mut keyframes: Vec<(u64, usize)> = Vec::new();
         let mut events: Vec<ServerMsg> = Vec::new();
         for (i, slot) in peer.slots.iter_mut().enumerate() {
@@ -148,12 +182,7 @@ impl MediaLoop {
             let want: Option<u64> = match slot.role {
                 SlotRole::Idle => None,
                 SlotRole::Track(t) => Some(t),
-                SlotRole::Loudest(k) => room
-                    .audio_assign
-                    .get(k)
-                    .copied()
-                    .flatten()
-                    .filter(|p| *p != me)
+                SlotRole::Loudest(_) => audio_for[i]
                     .and_then(|p| tracks_of(&self.participants, &self.tracks, p, MediaKind::Audio)),
                 SlotRole::Speaker(k) => programme
                     .iter()

@@ -1,0 +1,701 @@
+//! The room API end to end on 127.0.0.1: synthetic str0m clients (WebSocket + publish and
+//! subscribe peer connections) against an in-process SFU. Covers joining and forwarding,
+//! simulcast layer switching, NACK/RTX, last-N, active speaker, errors and tokens, and the
+//! WHEP programme feed.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use str0m::media::MediaKind;
+
+/// Media tests run one at a time: each drives an SFU and several clients with real-time
+/// pacing, and the machine has two cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const SEC: Duration = Duration::from_secs(1);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_participants_exchange_video_and_audio() {
+    let _serial = SERIAL.lock().await;
+    let sfu = start_sfu(|_| {}).await;
+    let http = sfu.http_addr();
+
+    let mut a = Client::join(http, "r1", "ada").await;
+    let mut b = Client::join(http, "r1", "bob").await;
+    // A sees B arrive; B's `joined` lists A.
+    a.wait("participant_joined", 5 * SEC, |v| {
+        v["type"] == "participant_joined" && v["participant"] == b.id.as_str() && v["name"] == "bob"
+    })
+    .await;
+    let joined = &b.of_type("joined")[0];
+    assert!(
+        joined["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["id"] == a.id.as_str() && p["name"] == "ada"),
+        "{joined}"
+    );
+    assert_eq!(joined["audio_slots"], 3);
+
+    a.publish(PublishPlan::av(1, 300_000)).await;
+    b.publish(PublishPlan::av(2, 300_000)).await;
+    let a_video = b.wait_track(&a.id, "video").await;
+    let b_video = a.wait_track(&b.id, "video").await;
+    assert!(a.track_of(&b.id, "audio").is_some() && b.track_of(&a.id, "audio").is_some());
+    for (c, other) in [(&a, &b), (&b, &a)] {
+        let published = c.of_type("track_published");
+        assert!(
+            published
+                .iter()
+                .any(|v| v["participant"] == other.id.as_str()
+                    && v["track"]["kind"] == "video"
+                    && v["track"]["source"] == "camera"
+                    && v["track"]["layers"] == 1),
+            "{published:?}"
+        );
+    }
+
+    let a_slot = a.subscribe(&b_video, None).await;
+    let b_slot = b.subscribe(&a_video, None).await;
+    a.wait_connected().await;
+    b.wait_connected().await;
+
+    // Silent microphones (level -127) are not given audio slots.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for c in [&a, &b] {
+        let named: Vec<_> = c
+            .of_type("audio_slot")
+            .into_iter()
+            .filter(|v| !v["participant"].is_null())
+            .collect();
+        assert!(
+            named.is_empty(),
+            "{}: slot given to a silent mic: {named:?}",
+            c.id
+        );
+        assert!(
+            c.sub
+                .shared
+                .records()
+                .iter()
+                .all(|r| r.kind == MediaKind::Video),
+            "silent audio forwarded"
+        );
+    }
+
+    // Both talk, so each is heard by the other through an audio slot.
+    a.set_talking(true);
+    b.set_talking(true);
+    let audio_from = |c: &Client, tag: u8| {
+        let mids = c.audio_slot_mids();
+        c.sub
+            .shared
+            .records()
+            .into_iter()
+            .filter(|r| r.tag == tag && mids.contains(&r.mid))
+            .collect::<Vec<_>>()
+    };
+    let enough = eventually(8 * SEC, || {
+        a.sub.shared.count_on(&a_slot) >= 100
+            && b.sub.shared.count_on(&b_slot) >= 100
+            && audio_from(&a, 2).len() >= 50
+            && audio_from(&b, 1).len() >= 50
+    })
+    .await;
+    assert!(
+        enough,
+        "a got video {} audio {}, b got video {} audio {}",
+        a.sub.shared.count_on(&a_slot),
+        audio_from(&a, 2).len(),
+        b.sub.shared.count_on(&b_slot),
+        audio_from(&b, 1).len(),
+    );
+    for (c, other, video_mid, from) in [(&a, &b, &a_slot, 2u8), (&b, &a, &b_slot, 1u8)] {
+        let recs = c.sub.shared.records();
+        let video: Vec<&Rec> = recs.iter().filter(|r| &r.mid == video_mid).collect();
+        assert!(
+            video.iter().all(|r| r.tag == from),
+            "video from {from} only"
+        );
+        let video: Vec<Rec> = video.into_iter().cloned().collect();
+        let first = &by_seq(&video)[0];
+        assert!(
+            first.key,
+            "{}: the stream starts with a keyframe: {:?}",
+            c.id,
+            &video[..4]
+        );
+        assert!(
+            missing_seqs(&video).is_empty(),
+            "{:?}",
+            missing_seqs(&video)
+        );
+        // All audio heard comes from the other participant, through the slot the server
+        // named for them, with the level passed on.
+        let audio: Vec<&Rec> = recs.iter().filter(|r| r.kind == MediaKind::Audio).collect();
+        assert!(
+            audio.iter().all(|r| r.tag == from),
+            "{}: heard itself",
+            c.id
+        );
+        assert!(
+            audio.iter().all(|r| r.level == Some(TALKING)),
+            "level forwarded"
+        );
+        let mid = &audio.last().unwrap().mid;
+        let named = c
+            .of_type("audio_slot")
+            .into_iter()
+            .rfind(|v| v["mid"] == mid.as_str())
+            .expect("audio_slot event for the mid audio arrives on");
+        assert_eq!(named["participant"], other.id.as_str(), "{named}");
+    }
+
+    let b_id = b.id.clone();
+    b.leave().await;
+    a.wait("participant_left", 5 * SEC, |v| {
+        v["type"] == "participant_left" && v["participant"] == b_id.as_str()
+    })
+    .await;
+    assert!(a
+        .of_type("track_unpublished")
+        .iter()
+        .any(|v| v["track"]["id"] == b_video.as_str()));
+    a.leave().await;
+    sfu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_layer_switch_is_seamless() {
+    let _serial = SERIAL.lock().await;
+    let sfu = start_sfu(|_| {}).await;
+    let http = sfu.http_addr();
+    let mut p = Client::join(http, "sim", "pub").await;
+    let s = Client::join(http, "sim", "sub").await;
+    let layers = [("q", 100_000), ("h", 400_000), ("f", 1_200_000)];
+    p.publish(PublishPlan {
+        tag: 7,
+        audio: false,
+        video: layers
+            .iter()
+            .map(|&(rid, bps)| LayerPlan {
+                rid: Some(rid),
+                bps,
+            })
+            .collect(),
+    })
+    .await;
+    let track = s.wait_track(&p.id, "video").await;
+    let info = s
+        .of_type("track_published")
+        .into_iter()
+        .find(|v| v["track"]["id"] == track.as_str())
+        .unwrap();
+    assert_eq!(info["track"]["layers"], 3, "{info}");
+    let mid = s.subscribe(&track, Some(0)).await;
+    s.wait_connected().await;
+    p.wait_connected().await;
+
+    // max_layer 0: only the low layer, for a good while (the estimate would allow more).
+    let ok = eventually(5 * SEC, || s.sub.shared.count_on(&mid) >= 30).await;
+    assert!(ok, "no video on the low layer");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let before = s.sub.shared.records_on(&mid);
+    let seen: std::collections::BTreeSet<u8> = before.iter().map(|r| r.layer).collect();
+    assert_eq!(seen, [0].into(), "max_layer 0 gets layer 0 only");
+    let kf_before = [1, 2].map(|l| p.publisher().keyframe_requests(l));
+
+    // Raise the preference: the server moves up as far as its estimate of the link allows.
+    let t_set = std::time::Instant::now();
+    s.send(serde_json::json!({"type": "set_layer", "track": track, "max_layer": 2}));
+    let switched = eventually(10 * SEC, || {
+        s.sub.shared.records_on(&mid).iter().any(|r| r.layer > 0)
+    })
+    .await;
+    assert!(switched, "no layer above 0 within 10 s of set_layer");
+    let t_switch = t_set.elapsed();
+    // Let it settle (a further step up to the top layer, if the estimate allows it).
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let recs = s.sub.shared.records_on(&mid);
+    let layer_runs = runs(&recs, |r| r.layer);
+    eprintln!(
+        "simulcast: first switch {t_switch:?} after set_layer; runs (layer, first seq, last seq, \
+         packets, starts with keyframe): {layer_runs:?}"
+    );
+    assert!(recs.iter().all(|r| r.tag == 7));
+    // The stream starts, and every switch lands, on a keyframe of the new layer, with the
+    // next sequence number. The first switch goes up.
+    assert!(layer_runs[0].4, "{layer_runs:?}");
+    assert!(
+        layer_runs.len() >= 2 && layer_runs[1].0 > 0,
+        "{layer_runs:?}"
+    );
+    for w in layer_runs.windows(2) {
+        assert!(
+            w[1].4,
+            "switch to layer {} not at a keyframe: {layer_runs:?}",
+            w[1].0
+        );
+        assert_eq!(w[1].1, w[0].2 + 1, "seq gap at the switch: {layer_runs:?}");
+    }
+    // A higher layer is received for a while (the estimate could also fall on a loaded
+    // machine and bring it down again, which is allowed).
+    assert!(
+        layer_runs.iter().any(|r| r.0 >= 1 && r.3 >= 30),
+        "no sustained higher layer: {layer_runs:?}"
+    );
+    // One continuous stream: no missing sequence numbers, timestamps never go back.
+    let missing = missing_seqs(&recs);
+    assert!(missing.is_empty(), "missing seqs {missing:?}");
+    let back = ts_regressions(&recs);
+    assert!(back.is_empty(), "timestamps went back: {back:?}");
+    // The switch asked the publisher for a keyframe on the new layer.
+    for l in layer_runs.iter().skip(1).map(|r| r.0 as usize) {
+        let now = p.publisher().keyframe_requests(l);
+        assert!(
+            now > kf_before[l - 1],
+            "no keyframe request for layer {l} ({} before, {now} after)",
+            kf_before[l - 1]
+        );
+    }
+    s.leave().await;
+    p.leave().await;
+    sfu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_video_packets_are_retransmitted() {
+    let _serial = SERIAL.lock().await;
+    let sfu = start_sfu(|_| {}).await;
+    let http = sfu.http_addr();
+    let mut p = Client::join(http, "nack", "pub").await;
+    let s = Client::join(http, "nack", "sub").await;
+    p.publish(PublishPlan::av(3, 300_000)).await;
+    let track = s.wait_track(&p.id, "video").await;
+    let mid = s.subscribe(&track, None).await;
+    s.wait_connected().await;
+    assert!(
+        eventually(5 * SEC, || s.sub.shared.count_on(&mid) >= 30).await,
+        "video flows"
+    );
+    // Drop three first transmissions (two adjacent, one alone) before str0m sees them.
+    *s.sub.shared.drop.lock().unwrap() = Some(DropPlan::new(&mid, &[10, 11, 30]));
+    let dropped = || {
+        s.sub
+            .shared
+            .drop
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|d| d.dropped.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        eventually(5 * SEC, || dropped().len() == 3).await,
+        "packets dropped"
+    );
+    let lost = dropped();
+    let arrived = |seq16: u16| {
+        s.sub
+            .shared
+            .records_on(&mid)
+            .iter()
+            .any(|r| r.seq as u16 == seq16)
+    };
+    let repaired = eventually(5 * SEC, || lost.iter().all(|&q| arrived(q))).await;
+    let missing: Vec<u16> = lost.iter().copied().filter(|&q| !arrived(q)).collect();
+    assert!(repaired, "dropped {lost:?}, never repaired: {missing:?}");
+    // They came back because the subscriber asked (NACK), not by chance.
+    assert!(
+        eventually(3 * SEC, || s.sub.shared.nacks_sent() >= 1).await,
+        "subscriber sent no NACK"
+    );
+    let recs = s.sub.shared.records_on(&mid);
+    assert!(missing_seqs(&recs).is_empty());
+    s.leave().await;
+    p.leave().await;
+    sfu.shutdown().await;
+}
+
+/// Tracks currently paused for a subscriber, from its `paused` / `resumed` events.
+fn paused_now(c: &Client) -> std::collections::BTreeSet<String> {
+    let mut set = std::collections::BTreeSet::new();
+    for v in c.log() {
+        let t = v["track"].as_str().unwrap_or_default().to_owned();
+        if v["type"] == "paused" {
+            set.insert(t);
+        } else if v["type"] == "resumed" {
+            set.remove(&t);
+        }
+    }
+    set
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_n_pauses_cameras_and_resumes_the_speaker() {
+    let _serial = SERIAL.lock().await;
+    let sfu = start_sfu(|c| c.last_n = 2).await;
+    let http = sfu.http_addr();
+    let mut pubs = Vec::new();
+    for i in 1..=4u8 {
+        let mut c = Client::join(http, "lastn", &format!("cam{i}")).await;
+        c.publish(PublishPlan::av(i, 120_000)).await;
+        pubs.push(c);
+    }
+    let s = Client::join(http, "lastn", "viewer").await;
+    let mut tracks = Vec::new();
+    for p in &pubs {
+        tracks.push(s.wait_track(&p.id, "video").await);
+    }
+    // Four subscriptions in a row: the later ones wait for the first offer's answer.
+    for t in &tracks {
+        s.send(serde_json::json!({"type": "subscribe", "tracks": [{"track": t}]}));
+    }
+    assert!(
+        eventually(5 * SEC, || tracks.iter().all(|t| s.slot_mid(t).is_some())).await,
+        "all four subscriptions offered: {:?}",
+        s.of_type("offer").last().map(|o| o["slots"].clone())
+    );
+    let mids: Vec<String> = tracks.iter().map(|t| s.slot_mid(t).unwrap()).collect();
+    s.wait_connected().await;
+    for p in &pubs {
+        p.wait_connected().await;
+    }
+    assert!(
+        eventually(5 * SEC, || paused_now(&s).len() == 2).await,
+        "two of four cameras paused: {:?}",
+        s.log()
+            .iter()
+            .filter(|v| v["type"] == "paused" || v["type"] == "resumed")
+            .collect::<Vec<_>>()
+    );
+    let paused = paused_now(&s);
+    // Over a while, video comes from the two forwarded cameras only.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let t0 = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let video_tags = |since: std::time::Instant| {
+        let recs = s.sub.shared.records();
+        mids.iter()
+            .zip(&tracks)
+            .filter(|(m, _)| recs.iter().any(|r| &r.mid == *m && r.at >= since))
+            .map(|(_, t)| t.clone())
+            .collect::<std::collections::BTreeSet<String>>()
+    };
+    let flowing = video_tags(t0);
+    assert_eq!(
+        flowing.len(),
+        2,
+        "video from {flowing:?}, paused {paused:?}"
+    );
+    assert!(flowing.is_disjoint(&paused), "paused camera sent video");
+    assert_eq!(
+        s.of_type("paused").len(),
+        2,
+        "no flapping: {:?}",
+        s.of_type("paused")
+    );
+
+    // A paused camera's owner starts talking: it becomes the speaker and is resumed.
+    let quiet = paused.iter().next().unwrap().clone();
+    let k = tracks.iter().position(|t| *t == quiet).unwrap();
+    let talker = &pubs[k];
+    let t_talk = std::time::Instant::now();
+    talker.set_talking(true);
+    s.wait("active_speaker", 4 * SEC, |v| {
+        v["type"] == "active_speaker" && v["participant"] == talker.id.as_str()
+    })
+    .await;
+    s.wait("resumed", 4 * SEC, |v| {
+        v["type"] == "resumed" && v["track"] == quiet.as_str()
+    })
+    .await;
+    let resumed_after = t_talk.elapsed();
+    assert!(
+        resumed_after < Duration::from_millis(2500),
+        "{resumed_after:?}"
+    );
+    assert!(
+        eventually(4 * SEC, || s
+            .sub
+            .shared
+            .records_on(&mids[k])
+            .iter()
+            .any(|r| r.at >= t_talk && r.tag == k as u8 + 1))
+        .await,
+        "the speaker's camera arrives after resume"
+    );
+    // Still two cameras at most: another one made room.
+    assert!(
+        eventually(2 * SEC, || paused_now(&s).len() == 2).await,
+        "{:?}",
+        paused_now(&s)
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let t1 = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let flowing = video_tags(t1);
+    assert!(
+        flowing.contains(&quiet) && flowing.len() == 2,
+        "{flowing:?}"
+    );
+    eprintln!("last-N: speaker's camera resumed {resumed_after:?} after it started talking");
+
+    s.leave().await;
+    for p in pubs {
+        p.leave().await;
+    }
+    sfu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_speaker_follows_who_talks() {
+    let _serial = SERIAL.lock().await;
+    let sfu = start_sfu(|_| {}).await;
+    let http = sfu.http_addr();
+    let mut a = Client::join(http, "talk", "ada").await;
+    let mut b = Client::join(http, "talk", "bob").await;
+    let c = Client::join(http, "talk", "cy").await;
+    a.publish(PublishPlan::audio_only(1)).await;
+    b.publish(PublishPlan::audio_only(2)).await;
+    a.wait_connected().await;
+    b.wait_connected().await;
+    let speakers = || {
+        c.of_type("active_speaker")
+            .iter()
+            .map(|v| v["participant"].as_str().unwrap_or("null").to_owned())
+            .collect::<Vec<_>>()
+    };
+    // Both silent: nobody speaks.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(speakers().is_empty(), "{:?}", speakers());
+
+    a.set_talking(true);
+    c.wait("active_speaker a", 4 * SEC, |v| {
+        v["type"] == "active_speaker" && v["participant"] == a.id.as_str()
+    })
+    .await;
+    // A alone keeps the floor.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(speakers(), vec![a.id.clone()]);
+
+    a.set_talking(false);
+    b.set_talking(true);
+    c.wait("active_speaker b", 5 * SEC, |v| {
+        v["type"] == "active_speaker" && v["participant"] == b.id.as_str()
+    })
+    .await;
+    assert_eq!(speakers(), vec![a.id.clone(), b.id.clone()]);
+    // Everyone in the room is told, in the same order.
+    for x in [&a, &b] {
+        let seen: Vec<_> = x
+            .of_type("active_speaker")
+            .iter()
+            .map(|v| v["participant"].as_str().unwrap_or("null").to_owned())
+            .collect();
+        assert_eq!(seen, vec![a.id.clone(), b.id.clone()], "{}", x.id);
+    }
+    c.leave().await;
+    a.leave().await;
+    b.leave().await;
+    sfu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_errors_and_room_tokens() {
+    let sfu = start_sfu(|_| {}).await;
+    let http = sfu.http_addr();
+
+    // Before join: anything else is refused, and the socket stays usable.
+    let ws = ws_connect(http, "err", None).await.expect("ws");
+    let mut early =
+        Client::join_on_after(ws, "early", Some(r#"{"type":"subscribe","tracks":[]}"#)).await;
+    assert!(early.of_type("error")[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("join"));
+
+    let c = Client::join(http, "err", "ada").await;
+    let errors = |c: &Client| c.of_type("error");
+    c.send_raw("{not json");
+    c.wait("error for bad JSON", 3 * SEC, |v| v["type"] == "error")
+        .await;
+    c.send_raw(r#"{"type":"no_such_message"}"#);
+    assert!(eventually(3 * SEC, || errors(&c).len() == 2).await);
+    c.send(serde_json::json!({"type": "subscribe", "tracks": [{"track": "t999999"}]}));
+    assert!(eventually(3 * SEC, || errors(&c).len() == 3).await);
+    assert!(
+        errors(&c)[2]["message"]
+            .as_str()
+            .unwrap()
+            .contains("t999999"),
+        "{:?}",
+        errors(&c)
+    );
+    c.send(serde_json::json!({"type": "subscribe", "tracks": [{"track": "bogus"}]}));
+    assert!(eventually(3 * SEC, || errors(&c).len() == 4).await);
+    assert!(
+        errors(&c)[3]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown track"),
+        "{:?}",
+        errors(&c)
+    );
+    // Unusable SDP in an answer and in a publish offer.
+    c.send(serde_json::json!({"type": "answer", "sdp": "v=0"}));
+    c.send(serde_json::json!({"type": "publish", "sdp": "not sdp", "tracks": []}));
+    assert!(eventually(3 * SEC, || errors(&c).len() == 6).await);
+    for e in &errors(&c)[4..] {
+        let m = e["message"].as_str().unwrap();
+        assert!(m.contains("unparsable SDP"), "{m}");
+        // Parser internals (a memory address) stay on the server.
+        assert!(!m.contains("PointerOffset") && !m.contains("0x"), "{m}");
+    }
+    // Still open and still told about the room.
+    assert!(c.ws_open());
+    let d = Client::join(http, "err", "bob").await;
+    c.wait("participant_joined after errors", 3 * SEC, |v| {
+        v["type"] == "participant_joined" && v["participant"] == d.id.as_str()
+    })
+    .await;
+    early.sub.stop();
+    d.leave().await;
+    c.leave().await;
+    sfu.shutdown().await;
+
+    // A token-protected server.
+    let secret = "a-long-test-secret-0123456789";
+    let sfu = start_sfu(|c| c.room_token_secrets = vec![secret.to_owned()]).await;
+    let http = sfu.http_addr();
+    match ws_connect(http, "club", None).await {
+        Err(WsRefused::Http(401)) => {}
+        other => panic!("no token: {:?}", other.map(|_| "accepted")),
+    }
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 300;
+    let claims = |room: &str, name: Option<&str>| plenary_sfu::token::Claims {
+        room: room.into(),
+        exp,
+        name: name.map(str::to_owned),
+    };
+    let wrong_room = plenary_sfu::token::issue(secret, &claims("other", None));
+    match ws_connect(http, "club", Some(&format!("token={wrong_room}"))).await {
+        Err(WsRefused::Http(401)) => {}
+        other => panic!("wrong room: {:?}", other.map(|_| "accepted")),
+    }
+    let forged = plenary_sfu::token::issue("not-the-secret", &claims("club", None));
+    match ws_connect(http, "club", Some(&format!("token={forged}"))).await {
+        Err(WsRefused::Http(401)) => {}
+        other => panic!("forged: {:?}", other.map(|_| "accepted")),
+    }
+    let good = plenary_sfu::token::issue(secret, &claims("club", Some("from-token")));
+    let ws = ws_connect(http, "club", Some(&format!("token={good}")))
+        .await
+        .expect("a valid token opens the room");
+    let first = Client::join_on(ws, "ignored").await;
+    let other = plenary_sfu::token::issue(secret, &claims("club", None));
+    let ws = ws_connect(http, "club", Some(&format!("token={other}")))
+        .await
+        .expect("a second valid token");
+    let second = Client::join_on(ws, "second").await;
+    let joined = &second.of_type("joined")[0];
+    assert_eq!(
+        joined["participants"][0]["name"], "from-token",
+        "the token's name wins: {joined}"
+    );
+    second.leave().await;
+    first.leave().await;
+    sfu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whep_programme_feed_follows_the_speaker() {
+    let _serial = SERIAL.lock().await;
+    let sfu = start_sfu(|_| {}).await;
+    let http = sfu.http_addr();
+    let mut a = Client::join(http, "prog", "ada").await;
+    let mut b = Client::join(http, "prog", "bob").await;
+    a.publish(PublishPlan::av(1, 250_000)).await;
+    b.publish(PublishPlan::av(2, 250_000)).await;
+    a.wait_connected().await;
+    b.wait_connected().await;
+    let (viewer, amid, vmid) = tokio::task::block_in_place(|| whep_viewer(http, "prog"));
+    assert!(
+        eventually(10 * SEC, || viewer
+            .shared
+            .connected
+            .load(std::sync::atomic::Ordering::SeqCst))
+        .await,
+        "viewer connects"
+    );
+    let since_tag = |tag: u8, since: std::time::Instant, mid: &str| {
+        viewer
+            .shared
+            .records_on(mid)
+            .iter()
+            .filter(|r| r.tag == tag && r.at >= since)
+            .count()
+    };
+    // Before anyone speaks the feed shows some camera; then B speaks.
+    let t_b = std::time::Instant::now();
+    b.set_talking(true);
+    assert!(
+        eventually(6 * SEC, || since_tag(2, t_b, &vmid) >= 30).await,
+        "feed shows bob: {:?}",
+        runs(&viewer.shared.records_on(&vmid), |r| r.tag)
+    );
+    let t_a = std::time::Instant::now();
+    b.set_talking(false);
+    a.set_talking(true);
+    assert!(
+        eventually(6 * SEC, || since_tag(1, t_a, &vmid) >= 30).await,
+        "feed switches to ada: {:?}",
+        runs(&viewer.shared.records_on(&vmid), |r| r.tag)
+    );
+    let video = viewer.shared.records_on(&vmid);
+    let tag_runs = runs(&video, |r| r.tag);
+    eprintln!("programme feed runs (tag, first seq, last seq, packets, key): {tag_runs:?}");
+    // The feed settles on ada after bob (two runs, or three if it showed ada first).
+    let tags: Vec<u8> = tag_runs.iter().map(|r| r.0).collect();
+    assert!(tags.ends_with(&[2, 1]), "{tags:?}");
+    for w in tag_runs.windows(2) {
+        assert!(w[1].4, "switch not at a keyframe: {tag_runs:?}");
+        assert_eq!(w[1].1, w[0].2 + 1, "seq gap at the switch: {tag_runs:?}");
+    }
+    assert!(
+        missing_seqs(&video).is_empty(),
+        "{:?}",
+        missing_seqs(&video)
+    );
+    assert!(
+        ts_regressions(&video).is_empty(),
+        "{:?}",
+        ts_regressions(&video)
+    );
+    // The audio follows the talkers too.
+    let audio = viewer.shared.records_on(&amid);
+    assert!(
+        since_tag(2, t_b, &amid) > 0 && since_tag(1, t_a, &amid) > 0,
+        "viewer audio on {amid}: {} packets, runs {:?}; all mids {:?}",
+        audio.len(),
+        runs(&audio, |r| r.tag),
+        viewer
+            .shared
+            .records()
+            .iter()
+            .map(|r| r.mid.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+    );
+
+    drop(viewer);
+    a.leave().await;
+    b.leave().await;
+    sfu.shutdown().await;
+}
