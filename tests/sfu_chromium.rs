@@ -323,7 +323,6 @@ Plenary.inboundStats(r.sub).then((s) => {
 "#;
 
 #[test]
-#[ignore = "needs room API"]
 fn chromium_room_two_participants_see_each_other() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(chromedriver) = require_browser() else {

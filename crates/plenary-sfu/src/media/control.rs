@@ -584,6 +584,13 @@ impl MediaLoop {
                 participant: pid,
                 track: info.clone(),
             });
+            // The publisher learns its own track ids too (for `layers_wanted`).
+            if let Some(p) = self.participants.get(&owner) {
+                p.send(ServerMsg::TrackPublished {
+                    participant: participant_name(owner),
+                    track: info,
+                });
+            }
             tracing::debug!(track = id, %mid, ?kind, "track published");
         } else if peer.kind == PeerKind::Whep {
             let rank = peer.slots.iter().filter(|s| s.kind == kind).count();

@@ -89,6 +89,16 @@ impl MediaLoop {
             keyframe_start: kind == MediaKind::Video && codec::is_keyframe_start(codec, &p.payload),
             marker: p.header.marker,
         };
+        if incoming.keyframe_start {
+            // The keyframe a held-back request wanted is here; don't ask again.
+            if let Some(lim) = self
+                .tracks
+                .get_mut(&track_id)
+                .map(|t| &mut t.keyframes[layer])
+            {
+                lim.keyframe_seen();
+            }
+        }
         let mut ext = ExtensionValues::default();
         if kind == MediaKind::Audio {
             ext.audio_level = p.header.ext_vals.audio_level;
@@ -177,10 +187,17 @@ impl MediaLoop {
         if t.kind != MediaKind::Video || layer >= 3 {
             return;
         }
-        if !t.keyframes[layer].allow(now) {
-            return;
+        if t.keyframes[layer].allow(now) {
+            self.send_pli(track, layer);
         }
-        let Some(ssrc) = t.layers[layer].as_ref().map(|l| l.ssrc) else {
+    }
+
+    /// Sends a PLI for one publisher layer now (the limiter has already agreed).
+    pub(super) fn send_pli(&mut self, track: u64, layer: usize) {
+        let Some(t) = self.tracks.get(&track) else {
+            return;
+        };
+        let Some(ssrc) = t.layers.get(layer).and_then(|l| l.as_ref()).map(|l| l.ssrc) else {
             return;
         };
         let Some(p) = self.peers.get_mut(&t.peer) else {

@@ -21,6 +21,22 @@ impl MediaLoop {
         for name in names {
             self.room_policy(&name, now);
         }
+        self.deferred_keyframes(now);
+    }
+
+    /// Keyframe requests the limiter held back are sent once their interval has passed.
+    fn deferred_keyframes(&mut self, now: Instant) {
+        let mut due: Vec<(u64, usize)> = Vec::new();
+        for (id, t) in self.tracks.iter_mut() {
+            for (l, lim) in t.keyframes.iter_mut().enumerate() {
+                if lim.due(now) {
+                    due.push((*id, l));
+                }
+            }
+        }
+        for (t, l) in due {
+            self.send_pli(t, l);
+        }
     }
 
     fn room_policy(&mut self, name: &str, now: Instant) {
