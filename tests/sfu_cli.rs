@@ -74,7 +74,13 @@ fn sfu_config_errors_name_file_line_and_fix() {
 }
 
 #[test]
-fn sfu_starts_serves_the_demo_page_and_drains_on_sigterm() {
+fn sfu_starts_serves_the_demo_page_metrics_and_drains_on_sigterm() {
+    // A free loopback port for the exporter (it does not report a port-0 bind).
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let metrics_arg = metrics_addr.to_string();
     let mut child = Command::new(plenary_bin())
         .args([
             "sfu",
@@ -82,7 +88,8 @@ fn sfu_starts_serves_the_demo_page_and_drains_on_sigterm() {
             "127.0.0.1:0",
             "--media",
             "127.0.0.1:0",
-            "--no-metrics",
+            "--metrics",
+            &metrics_arg,
             "--log-level",
             "info",
         ])
@@ -129,6 +136,15 @@ fn sfu_starts_serves_the_demo_page_and_drains_on_sigterm() {
         "POST /whep/ga HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nv=0",
     );
     assert_eq!(status, 415, "{body}");
+    // The worker publishes its gauges every 200 ms.
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, body) = http(
+        metrics_addr,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    assert!(body.contains("plenary_sfu_peers 0"), "{body}");
+    assert!(body.contains("# HELP plenary_sfu_peers"), "{body}");
     // SAFETY: kill(2) on the child this test spawned.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let t0 = Instant::now();

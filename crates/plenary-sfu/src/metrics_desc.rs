@@ -36,6 +36,21 @@ pub fn describe_metrics() {
             help: "PLIs sent to publishers (after rate limiting).",
         },
         MetricDesc {
+            name: "plenary_sfu_nacks_received_total",
+            kind: MetricKind::Counter,
+            help: "NACKs subscribers sent (each answered from the RTX cache when it still holds the packet).",
+        },
+        MetricDesc {
+            name: "plenary_sfu_subscriber_keyframe_requests_total",
+            kind: MetricKind::Counter,
+            help: "PLIs and FIRs subscribers sent (forwarded to publishers rate-limited).",
+        },
+        MetricDesc {
+            name: "plenary_sfu_subscriber_estimate_bps",
+            kind: MetricKind::Histogram,
+            help: "Subscriber bandwidth estimates (TWCC, else REMB) as they change.",
+        },
+        MetricDesc {
             name: "plenary_sfu_dropped_datagrams_total",
             kind: MetricKind::Counter,
             help: "Input dropped, by reason: malformed, unknown_source, unrouted, no_common_codec.",

@@ -74,7 +74,9 @@ impl MediaLoop {
     fn new_rtc(&self, subscriber: bool) -> Result<Rtc, HttpErr> {
         let mut cfg = RtcConfig::new().set_ice_lite(true).set_rtp_mode(true);
         if subscriber {
-            cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::kbps(600)));
+            cfg = cfg
+                .enable_bwe(Some(str0m::bwe::Bitrate::kbps(600)))
+                .set_stats_interval(Some(std::time::Duration::from_secs(1)));
         }
         let mut rtc = cfg.build(Instant::now());
         let cand = Candidate::host(self.advertised, "udp")

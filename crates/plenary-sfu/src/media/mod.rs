@@ -233,7 +233,16 @@ impl MediaLoop {
                 PeerEvent::Connected => self.connected(id),
                 PeerEvent::MediaAdded(mid, kind) => self.media_added(id, mid, kind),
                 PeerEvent::KeyframeRequest(mid) => self.keyframe_for_slot(id, mid, now),
+                PeerEvent::EgressStats(mid, nacks, plis) => {
+                    if let Some(slot) = self.peers.get_mut(&id).and_then(|p| p.slot_by_mid(mid)) {
+                        self.stats.nacks_received += nacks.saturating_sub(slot.nacks_seen);
+                        self.stats.plis_received += plis.saturating_sub(slot.plis_seen);
+                        slot.nacks_seen = nacks;
+                        slot.plis_seen = plis;
+                    }
+                }
                 PeerEvent::Estimate(bps) => {
+                    metrics::histogram!("plenary_sfu_subscriber_estimate_bps").record(bps as f64);
                     if let Some(p) = self.peers.get_mut(&id) {
                         p.estimate_bps = Some(bps);
                     }

@@ -59,6 +59,8 @@ pub(crate) enum PeerEvent {
     Rtp(Mid, Option<Rid>, RtpPacket),
     KeyframeRequest(Mid),
     Estimate(u64),
+    /// Cumulative NACKs and PLI/FIRs the remote sent for one of our m-lines.
+    EgressStats(Mid, u64, u64),
 }
 
 impl Peer {
@@ -113,6 +115,9 @@ impl Peer {
                     Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. })
                     | Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
                         out.push(PeerEvent::Estimate(estimate.as_u64()));
+                    }
+                    Event::MediaEgressStats(st) => {
+                        out.push(PeerEvent::EgressStats(st.mid, st.nacks, st.plis + st.firs));
                     }
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                         return false;

@@ -34,6 +34,9 @@ pub(crate) struct Slot {
     pub paused: bool,
     /// Cached publisher PT → our PT (both sides negotiate per connection).
     pub pt_map: Option<(Pt, Pt)>,
+    /// str0m's cumulative NACK and PLI/FIR counts at the last stats event (for deltas).
+    pub nacks_seen: u64,
+    pub plis_seen: u64,
 }
 
 impl Slot {
@@ -51,6 +54,8 @@ impl Slot {
             layer: None,
             paused: false,
             pt_map: None,
+            nacks_seen: 0,
+            plis_seen: 0,
         }
     }
 }

@@ -9,6 +9,8 @@ pub(crate) struct Stats {
     pub forwarded_bytes: u64,
     pub layer_switches: u64,
     pub keyframe_requests: u64,
+    pub nacks_received: u64,
+    pub plis_received: u64,
     pub dropped_malformed: u64,
     pub dropped_unknown: u64,
     pub dropped_unrouted: u64,
@@ -25,6 +27,8 @@ impl Stats {
         counter!("plenary_sfu_forwarded_bytes_total").increment(s.forwarded_bytes);
         counter!("plenary_sfu_layer_switches_total").increment(s.layer_switches);
         counter!("plenary_sfu_keyframe_requests_total").increment(s.keyframe_requests);
+        counter!("plenary_sfu_nacks_received_total").increment(s.nacks_received);
+        counter!("plenary_sfu_subscriber_keyframe_requests_total").increment(s.plis_received);
         for (reason, n) in [
             ("malformed", s.dropped_malformed),
             ("unknown_source", s.dropped_unknown),
