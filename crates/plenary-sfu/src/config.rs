@@ -52,6 +52,7 @@ struct MediaDoc {
     listen: Option<String>,
     public_ip: Option<String>,
     pin_cpus: Option<Vec<usize>>,
+    workers: Option<usize>,
     max_peers: Option<usize>,
 }
 
@@ -140,6 +141,16 @@ pub fn parse_toml(text: &str, file: &str) -> Result<(SfuConfig, OpsConfig), Conf
     }
     if let Some(v) = doc.media.pin_cpus.filter(|v| !v.is_empty()) {
         c.pin_cpus = Some(v);
+    }
+    if let Some(v) = doc.media.workers {
+        if v > crate::workers::MAX_WORKERS {
+            return Err(err(
+                "media.workers",
+                format!("workers = {v} is more than {}", crate::workers::MAX_WORKERS),
+                "use 0 (one per CPU) or the number of cores to use",
+            ));
+        }
+        c.workers = v;
     }
     if let Some(v) = doc.media.max_peers {
         if v == 0 {

@@ -23,6 +23,7 @@ mod media;
 mod metrics_desc;
 pub mod signal;
 pub mod token;
+mod workers;
 
 use http::handle;
 use media::MediaLoop;
@@ -43,8 +44,11 @@ pub struct SfuConfig {
     pub media: SocketAddr,
     /// Advertised instead of the media socket's IP (the port stays the same), for NAT.
     pub public_ip: Option<IpAddr>,
-    /// CPUs the media thread is pinned to (`sched_setaffinity`); `None` leaves it to the kernel.
+    /// CPUs the media workers are pinned to, worker i to `pin_cpus[i % len]`
+    /// (`sched_setaffinity`); `None` leaves them to the kernel.
     pub pin_cpus: Option<Vec<usize>>,
+    /// Media worker threads; 0 = one per CPU in `pin_cpus`, else one per available CPU.
+    pub workers: usize,
     /// When set, WHIP/WHEP and the room API need a room token signed with one of these.
     pub room_token_secrets: Vec<String>,
     /// ICE servers offered to clients in `Link` headers (WHIP/WHEP) and `joined` (room API).
@@ -74,6 +78,7 @@ impl Default for SfuConfig {
             media: SocketAddr::from(([127, 0, 0, 1], 8443)),
             public_ip: None,
             pin_cpus: None,
+            workers: 0,
             room_token_secrets: Vec::new(),
             ice_servers: None,
             audio_slots: 3,
@@ -91,15 +96,18 @@ pub struct RunningSfu {
     shared: Arc<Shared>,
     http_stop: watch::Sender<bool>,
     http_task: Option<tokio::task::JoinHandle<()>>,
-    media_thread: Option<std::thread::JoinHandle<()>>,
+    media_threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// State both the HTTP side and the media thread read.
 pub(crate) struct Shared {
     draining: AtomicBool,
-    /// Peer connections held, as of the last policy pass.
-    peers: AtomicUsize,
+    /// Peer connections held per worker, as of each worker's last policy pass.
+    peers: Vec<AtomicUsize>,
     pub(crate) config: SfuConfig,
+    pub(crate) router: workers::Router,
+    /// Datagrams one worker passed to another (pre-connection ICE only, normally).
+    pub(crate) handoffs: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -126,7 +134,21 @@ impl RunningSfu {
 
     /// Peer connections held now (updated every 200 ms).
     pub fn peers(&self) -> usize {
-        self.shared.peers.load(Ordering::Relaxed)
+        self.shared
+            .peers
+            .iter()
+            .map(|p| p.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Datagrams handed from the worker whose socket got them to the worker owning the peer.
+    pub fn handoffs(&self) -> u64 {
+        self.shared.handoffs.load(Ordering::Relaxed)
+    }
+
+    /// Media worker threads running.
+    pub fn workers(&self) -> usize {
+        self.shared.router.workers()
     }
 
     /// Refuses new sessions (503) and waits until every peer has left or `timeout` passed.
@@ -150,9 +172,13 @@ impl RunningSfu {
         if let Some(t) = self.http_task.take() {
             let _ = t.await;
         }
-        if let Some(t) = self.media_thread.take() {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
-        }
+        let threads = std::mem::take(&mut self.media_threads);
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
     }
 }
 
@@ -176,15 +202,36 @@ fn pin_current_thread(cpus: &[usize]) {
     }
 }
 
-/// Binds both sockets, starts the media thread and the HTTP accept loop.
+/// One SO_REUSEPORT UDP socket on the media address (every worker has one).
+fn media_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_port(true)?;
+    // Bursts of fan-out and of many publishers arrive faster than one loop pass.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+fn worker_count(config: &SfuConfig) -> usize {
+    let n = match (config.workers, &config.pin_cpus) {
+        (0, Some(cpus)) if !cpus.is_empty() => cpus.len(),
+        (0, _) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        (n, _) => n,
+    };
+    n.clamp(1, workers::MAX_WORKERS)
+}
+
+/// Binds the sockets, starts the media workers and the HTTP accept loop.
 pub async fn serve(config: SfuConfig) -> anyhow::Result<RunningSfu> {
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
         .map_err(|e| anyhow::anyhow!("http listener {}: {e}", config.http))?;
     let http_addr = listener.local_addr()?;
-    let sock = UdpSocket::bind(config.media)
+    let first = media_socket(config.media)
         .map_err(|e| anyhow::anyhow!("media socket {}: {e}", config.media))?;
-    let media_addr = sock.local_addr()?;
+    let media_addr = first.local_addr()?;
     let advertised = match config.public_ip {
         Some(ip) => SocketAddr::new(ip, media_addr.port()),
         None => media_addr,
@@ -193,27 +240,43 @@ pub async fn serve(config: SfuConfig) -> anyhow::Result<RunningSfu> {
     Candidate::host(advertised, "udp")
         .map_err(|e| anyhow::anyhow!("media address {advertised} not usable: {e}"))?;
 
+    let n = worker_count(&config);
+    let mut sockets = vec![first];
+    for _ in 1..n {
+        sockets.push(
+            media_socket(media_addr)
+                .map_err(|e| anyhow::anyhow!("media socket {media_addr}: {e}"))?,
+        );
+    }
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel::<Cmd>()).unzip();
     let stop = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(Shared {
         draining: AtomicBool::new(false),
-        peers: AtomicUsize::new(0),
+        peers: (0..n).map(|_| AtomicUsize::new(0)).collect(),
         config: config.clone(),
+        router: workers::Router::new(senders),
+        handoffs: std::sync::atomic::AtomicU64::new(0),
     });
-    let (cmd_tx, cmd_rx) = mpsc::channel::<Cmd>();
-    let media_thread = {
+    let mut media_threads = Vec::with_capacity(n);
+    for (w, (sock, rx)) in sockets.into_iter().zip(receivers).enumerate() {
         let stop = stop.clone();
         let shared = shared.clone();
         let pin = config.pin_cpus.clone();
         let config = config.clone();
-        std::thread::Builder::new()
-            .name("plenary-sfu-media".into())
-            .spawn(move || {
-                if let Some(cpus) = pin {
-                    pin_current_thread(&cpus);
-                }
-                MediaLoop::new(sock, advertised, cmd_rx, config, shared).run(&stop)
-            })?
-    };
+        media_threads.push(
+            std::thread::Builder::new()
+                .name(format!("plenary-sfu-media-{w}"))
+                .spawn(move || {
+                    if let Some(cpus) = pin.filter(|c| !c.is_empty()) {
+                        pin_current_thread(&[cpus[w % cpus.len()]]);
+                    }
+                    match MediaLoop::new(w, sock, media_addr, advertised, rx, config, shared) {
+                        Ok(l) => l.run(&stop),
+                        Err(e) => tracing::error!(worker = w, "media worker cannot start: {e}"),
+                    }
+                })?,
+        );
+    }
     let (http_stop, mut stop_rx) = watch::channel(false);
     let http_shared = shared.clone();
     let http_task = tokio::spawn(async move {
@@ -222,11 +285,10 @@ pub async fn serve(config: SfuConfig) -> anyhow::Result<RunningSfu> {
                 _ = stop_rx.changed() => return,
                 acc = listener.accept() => {
                     let Ok((tcp, _)) = acc else { continue };
-                    let cmds = cmd_tx.clone();
                     let shared = http_shared.clone();
                     tokio::spawn(async move {
                         let svc = hyper::service::service_fn(move |req| {
-                            handle(req, cmds.clone(), shared.clone())
+                            handle(req, shared.clone())
                         });
                         let io = hyper_util::rt::TokioIo::new(tcp);
                         let _ = hyper::server::conn::http1::Builder::new()
@@ -238,7 +300,7 @@ pub async fn serve(config: SfuConfig) -> anyhow::Result<RunningSfu> {
             }
         }
     });
-    tracing::info!(%http_addr, %media_addr, %advertised, "sfu started");
+    tracing::info!(%http_addr, %media_addr, %advertised, workers = n, "sfu started");
     Ok(RunningSfu {
         http_addr,
         media_addr,
@@ -246,7 +308,7 @@ pub async fn serve(config: SfuConfig) -> anyhow::Result<RunningSfu> {
         shared,
         http_stop,
         http_task: Some(http_task),
-        media_thread: Some(media_thread),
+        media_threads,
     })
 }
 
@@ -270,6 +332,12 @@ pub(crate) enum Cmd {
         reply: oneshot::Sender<bool>,
     },
     Room(RoomCmd),
+    /// A datagram for one of this worker's peers that reached another worker's socket
+    /// (before the peer's connected socket exists).
+    Handoff {
+        src: SocketAddr,
+        data: Vec<u8>,
+    },
 }
 
 pub(crate) enum RoomCmd {

@@ -2,7 +2,6 @@
 //! demo pages, and the upgrade to the room WebSocket (`ws`).
 
 use std::convert::Infallible;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -68,10 +67,9 @@ pub(crate) fn valid_room(room: &str) -> bool {
 
 pub(crate) async fn handle(
     req: Request<Incoming>,
-    cmds: mpsc::Sender<Cmd>,
     shared: Arc<Shared>,
 ) -> Result<Resp, Infallible> {
-    Ok(cors(route(req, cmds, shared).await))
+    Ok(cors(route(req, shared).await))
 }
 
 /// The token from `?token=` or `Authorization: Bearer`.
@@ -107,7 +105,7 @@ pub(crate) fn unauthorized(e: token::TokenError) -> Resp {
     text(StatusCode::UNAUTHORIZED, &e.to_string())
 }
 
-async fn route(req: Request<Incoming>, cmds: mpsc::Sender<Cmd>, shared: Arc<Shared>) -> Resp {
+async fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Resp {
     if req.method() == Method::OPTIONS {
         let mut r = Response::new(Full::new(Bytes::new()));
         *r.status_mut() = StatusCode::NO_CONTENT;
@@ -133,7 +131,7 @@ async fn route(req: Request<Incoming>, cmds: mpsc::Sender<Cmd>, shared: Arc<Shar
                     "sfu is draining; try another node",
                 );
             }
-            let mut r = offer(req, cmds, arg.to_owned(), kind == "whip").await;
+            let mut r = offer(req, &shared, arg.to_owned(), kind == "whip").await;
             if r.status() == StatusCode::CREATED {
                 if let Some(ice) = &shared.config.ice_servers {
                     for l in token::link_headers(&token::ice_servers(ice, unix_now())) {
@@ -145,7 +143,7 @@ async fn route(req: Request<Incoming>, cmds: mpsc::Sender<Cmd>, shared: Arc<Shar
             }
             r
         }
-        (Method::GET, "rooms") => ws::upgrade(req, cmds, shared, arg.to_owned()).await,
+        (Method::GET, "rooms") => ws::upgrade(req, shared, arg.to_owned()).await,
         (Method::GET, _) => match assets::asset(&path) {
             Some((ctype, body)) => {
                 let mut r = Response::new(Full::new(Bytes::from_static(body)));
@@ -160,7 +158,10 @@ async fn route(req: Request<Incoming>, cmds: mpsc::Sender<Cmd>, shared: Arc<Shar
                 return text(StatusCode::NOT_FOUND, "unknown resource");
             };
             let (tx, rx) = oneshot::channel();
-            if cmds.send(Cmd::Leave { id, reply: tx }).is_err() {
+            let Some(worker) = shared.router.by_id(id) else {
+                return text(StatusCode::NOT_FOUND, "unknown resource");
+            };
+            if worker.send(Cmd::Leave { id, reply: tx }).is_err() {
                 return text(StatusCode::SERVICE_UNAVAILABLE, "sfu is shutting down");
             }
             match tokio::time::timeout(Duration::from_secs(5), rx).await {
@@ -180,12 +181,7 @@ async fn route(req: Request<Incoming>, cmds: mpsc::Sender<Cmd>, shared: Arc<Shar
     }
 }
 
-async fn offer(
-    req: Request<Incoming>,
-    cmds: mpsc::Sender<Cmd>,
-    room: String,
-    publisher: bool,
-) -> Resp {
+async fn offer(req: Request<Incoming>, shared: &Shared, room: String, publisher: bool) -> Resp {
     let is_sdp = req
         .headers()
         .get(CONTENT_TYPE)
@@ -220,6 +216,7 @@ async fn offer(
         }
     };
     let (tx, rx) = oneshot::channel();
+    let room_name = room.clone();
     let cmd = if publisher {
         Cmd::Whip {
             room,
@@ -233,7 +230,8 @@ async fn offer(
             reply: tx,
         }
     };
-    if cmds.send(cmd).is_err() {
+    if shared.router.join(&room_name).send(cmd).is_err() {
+        shared.router.left(&room_name);
         return text(StatusCode::SERVICE_UNAVAILABLE, "sfu is shutting down");
     }
     match tokio::time::timeout(Duration::from_secs(5), rx).await {

@@ -1,6 +1,6 @@
 //! The room API WebSocket: handshake, then JSON messages both ways until either side leaves.
 
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,12 +24,7 @@ use crate::{Cmd, RoomCmd, Shared};
 /// A client that has not joined by then is dropped.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(super) async fn upgrade(
-    req: Request<Incoming>,
-    cmds: mpsc::Sender<Cmd>,
-    shared: Arc<Shared>,
-    room: String,
-) -> Resp {
+pub(super) async fn upgrade(req: Request<Incoming>, shared: Arc<Shared>, room: String) -> Resp {
     if !valid_room(&room) {
         return text(
             StatusCode::BAD_REQUEST,
@@ -74,7 +69,7 @@ pub(super) async fn upgrade(
         cfg.max_frame_size = Some(MAX_CLIENT_MESSAGE);
         let ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(cfg)).await;
-        session(ws, cmds, room, name_from_token).await;
+        session(ws, shared, room, name_from_token).await;
     });
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -109,7 +104,7 @@ fn parse(m: &Message) -> Option<Result<ClientMsg, String>> {
 
 async fn session<S>(
     mut ws: WebSocketStream<S>,
-    cmds: mpsc::Sender<Cmd>,
+    shared: Arc<Shared>,
     room: String,
     token_name: Option<String>,
 ) where
@@ -134,12 +129,13 @@ async fn session<S>(
     let (ev_tx, mut ev_rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
     let (tx, rx) = oneshot::channel();
     let join = Cmd::Room(RoomCmd::Join {
-        room,
+        room: room.clone(),
         name,
         events: ev_tx,
         reply: tx,
     });
-    if cmds.send(join).is_err() {
+    if shared.router.join(&room).send(join).is_err() {
+        shared.router.left(&room);
         let _ = send(&mut ws, &error("sfu is shutting down")).await;
         return;
     }
@@ -154,6 +150,9 @@ async fn session<S>(
             let _ = send(&mut ws, &error("media loop did not answer")).await;
             return;
         }
+    };
+    let Some(cmds) = shared.router.by_id(participant) else {
+        return;
     };
     loop {
         tokio::select! {

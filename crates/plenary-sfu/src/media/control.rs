@@ -27,11 +27,20 @@ impl MediaLoop {
     pub(super) fn command(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Whip { room, offer, reply } => {
-                let _ = reply.send(self.http_session(room, offer, PeerKind::Whip));
+                let r = self.http_session(room.clone(), offer, PeerKind::Whip);
+                if r.is_err() {
+                    self.shared.router.left(&room);
+                }
+                let _ = reply.send(r);
             }
             Cmd::Whep { room, offer, reply } => {
-                let _ = reply.send(self.http_session(room, offer, PeerKind::Whep));
+                let r = self.http_session(room.clone(), offer, PeerKind::Whep);
+                if r.is_err() {
+                    self.shared.router.left(&room);
+                }
+                let _ = reply.send(r);
             }
+            Cmd::Handoff { src, data } => self.datagram(src, &data),
             Cmd::Leave { id, reply } => {
                 let known = self
                     .participants
@@ -48,7 +57,11 @@ impl MediaLoop {
                 events,
                 reply,
             }) => {
-                let _ = reply.send(self.room_join(room, name, events));
+                let r = self.room_join(room.clone(), name, events);
+                if r.is_err() {
+                    self.shared.router.left(&room);
+                }
+                let _ = reply.send(r);
             }
             Cmd::Room(RoomCmd::Msg { participant, msg }) => self.room_msg(participant, msg),
             Cmd::Room(RoomCmd::Leave { participant }) => self.remove_participant(participant),
@@ -78,7 +91,14 @@ impl MediaLoop {
                 .enable_bwe(Some(str0m::bwe::Bitrate::kbps(600)))
                 .set_stats_interval(Some(std::time::Duration::from_secs(1)));
         }
-        let mut rtc = cfg.build(Instant::now());
+        // The ufrag names this worker, so checks reaching another worker's socket find us.
+        let mut creds = str0m::IceCreds::new();
+        creds.ufrag = format!(
+            "{}{}",
+            crate::workers::ufrag_prefix(self.worker),
+            creds.ufrag
+        );
+        let mut rtc = cfg.set_local_ice_credentials(creds).build(Instant::now());
         let cand = Candidate::host(self.advertised, "udp")
             .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("candidate: {e}")))?;
         rtc.add_local_candidate(cand);
@@ -636,9 +656,13 @@ impl MediaLoop {
                 }
             }
         }
+        self.shared.router.left(&room_name);
         for peer_id in [p.publish, p.subscribe].into_iter().flatten() {
             if let Some(mut peer) = self.peers.remove(&peer_id) {
                 peer.rtc.disconnect();
+                if let Some(c) = peer.conn.take() {
+                    self.to_disconnect.push(c.token);
+                }
             }
             self.by_addr.retain(|_, v| *v != peer_id);
         }

@@ -17,6 +17,7 @@ use crate::{Cmd, SfuConfig, Shared, CONNECT_TIMEOUT, MAX_WAIT};
 
 mod control;
 mod forward;
+mod io;
 pub(crate) mod model;
 mod peer;
 mod policy;
@@ -36,7 +37,15 @@ static LOG_LIMIT: plenary_ops::ratelimit::LogLimiter<1> =
 const POLICY_INTERVAL: Duration = Duration::from_millis(200);
 
 pub(crate) struct MediaLoop {
+    worker: usize,
+    /// The shared socket, for sending to peers without a connected socket yet.
     sock: UdpSocket,
+    /// Receiving side; taken out while the loop runs so reads can call back into `self`.
+    io: Option<io::Io>,
+    /// Peers seen at a new address: connect a socket to it after the read pass.
+    to_connect: Vec<(u64, SocketAddr)>,
+    /// Connected sockets of removed peers, to deregister after the read pass.
+    to_disconnect: Vec<mio::Token>,
     /// Where peers send to; used as the `Receive` destination so it matches our candidate.
     advertised: SocketAddr,
     cmds: mpsc::Receiver<Cmd>,
@@ -62,14 +71,21 @@ pub(crate) struct MediaLoop {
 
 impl MediaLoop {
     pub(crate) fn new(
+        worker: usize,
         sock: UdpSocket,
+        local: SocketAddr,
         advertised: SocketAddr,
         cmds: mpsc::Receiver<Cmd>,
         config: SfuConfig,
         shared: std::sync::Arc<Shared>,
-    ) -> Self {
-        Self {
-            sock,
+    ) -> std::io::Result<Self> {
+        let send = sock.try_clone()?;
+        Ok(Self {
+            worker,
+            sock: send,
+            io: Some(io::Io::new(sock, local)?),
+            to_connect: Vec::new(),
+            to_disconnect: Vec::new(),
             advertised,
             cmds,
             config,
@@ -88,17 +104,19 @@ impl MediaLoop {
             fan: Vec::with_capacity(512),
             due: Vec::with_capacity(512),
             dead: Vec::with_capacity(16),
-        }
+        })
     }
 
+    /// Ids carry the worker in their low byte (see `workers`).
     fn new_id(&mut self) -> u64 {
-        let id = self.next_id;
+        let id = (self.next_id << crate::workers::WORKER_BITS) | self.worker as u64;
         self.next_id += 1;
         id
     }
 
     pub(crate) fn run(mut self, stop: &AtomicBool) {
         let mut buf = vec![0u8; 2048];
+        let Some(mut io) = self.io.take() else { return };
         while !stop.load(Ordering::Relaxed) {
             while let Ok(cmd) = self.cmds.try_recv() {
                 self.command(cmd);
@@ -108,7 +126,9 @@ impl MediaLoop {
             if now >= self.next_policy {
                 self.policy(now);
                 self.stats.publish(self.peers.len(), self.tracks.len());
-                self.shared.peers.store(self.peers.len(), Ordering::Relaxed);
+                if let Some(n) = self.shared.peers.get(self.worker) {
+                    n.store(self.peers.len(), Ordering::Relaxed);
+                }
                 self.next_policy = now + POLICY_INTERVAL;
             }
             let next = self
@@ -121,22 +141,25 @@ impl MediaLoop {
             let wait = next
                 .saturating_duration_since(now)
                 .clamp(Duration::from_micros(200), MAX_WAIT);
-            let _ = self.sock.set_read_timeout(Some(wait));
-            // Drain what is queued before looking at timers/commands again, but bounded.
-            // After the first datagram, go non-blocking: two syscalls per batch, not per packet.
-            let mut batch = false;
-            for _ in 0..256 {
-                let Ok((n, src)) = self.sock.recv_from(&mut buf) else {
-                    break;
+            let ready = io.wait(wait);
+            for &token in &ready {
+                io.read(token, &mut buf, |_, src, data| self.datagram(src, data));
+            }
+            io.give_back(ready);
+            for (peer, remote) in self.to_connect.drain(..) {
+                let Some(p) = self.peers.get_mut(&peer) else {
+                    continue;
                 };
-                self.datagram(src, &buf[..n]);
-                if !batch {
-                    batch = true;
-                    let _ = self.sock.set_nonblocking(true);
+                if p.conn.is_some() {
+                    continue;
+                }
+                match io.connect(peer, remote) {
+                    Ok(c) => p.conn = Some(c),
+                    Err(e) => tracing::debug!(peer, %remote, "no connected socket: {e}"),
                 }
             }
-            if batch {
-                let _ = self.sock.set_nonblocking(false);
+            for token in self.to_disconnect.drain(..) {
+                io.disconnect(token);
             }
         }
         // Tell the remaining clients, so they need not wait for ICE timeouts.
@@ -195,10 +218,11 @@ impl MediaLoop {
                     .find(|(_, s)| s.rtc.accepts(&input))
                     .map(|(id, _)| *id)
                 else {
-                    self.stats.dropped_unknown += 1;
+                    self.not_mine(src, data);
                     return;
                 };
                 self.by_addr.insert(src, id);
+                self.to_connect.push((id, src));
                 id
             }
         };
@@ -252,6 +276,25 @@ impl MediaLoop {
         self.events = events;
         if !alive {
             dead.push(id);
+        }
+    }
+
+    /// A datagram from an unknown address: another worker's peer (hand it over), or noise.
+    fn not_mine(&mut self, src: SocketAddr, data: &[u8]) {
+        match io::stun_owner(data) {
+            Some(w) if w != self.worker => {
+                if let Some(tx) = self.shared.router.worker(w) {
+                    // Rare: only until the peer's connected socket exists.
+                    self.shared.handoffs.fetch_add(1, Ordering::Relaxed);
+                    let _ = tx.send(Cmd::Handoff {
+                        src,
+                        data: data.to_vec(),
+                    });
+                    return;
+                }
+                self.stats.dropped_unknown += 1;
+            }
+            _ => self.stats.dropped_unknown += 1,
         }
     }
 

@@ -44,6 +44,8 @@ pub(crate) struct Peer {
     pub pending_offer: Option<SdpPendingOffer>,
     /// A renegotiation was wanted while an offer was out.
     pub renegotiate: bool,
+    /// Connected socket to the peer's address, once ICE has seen it.
+    pub conn: Option<super::io::Conn>,
     /// Slots (kind, role, max layer) whose m-lines go into the next offer. str0m keeps
     /// added media only in the `SdpApi` that added it, so they are added when the offer is
     /// made, with the same `SdpApi` that applies it.
@@ -76,6 +78,7 @@ impl Peer {
             estimate_bps: None,
             pending_offer: None,
             renegotiate: false,
+            conn: None,
             queued: Vec::new(),
         }
     }
@@ -95,7 +98,14 @@ impl Peer {
                 }
                 Ok(Output::Transmit(t)) => {
                     // A full socket buffer drops the datagram, as the network would.
-                    let _ = sock.send_to(&t.contents, t.destination);
+                    match &self.conn {
+                        Some(c) if c.remote == t.destination => {
+                            let _ = c.sock.send(&t.contents);
+                        }
+                        _ => {
+                            let _ = sock.send_to(&t.contents, t.destination);
+                        }
+                    }
                 }
                 Ok(Output::Event(e)) => match e {
                     Event::Connected => {
