@@ -54,6 +54,7 @@ struct MediaDoc {
     pin_cpus: Option<Vec<usize>>,
     workers: Option<usize>,
     max_peers: Option<usize>,
+    bandwidth_estimation: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -151,6 +152,9 @@ pub fn parse_toml(text: &str, file: &str) -> Result<(SfuConfig, OpsConfig), Conf
             ));
         }
         c.workers = v;
+    }
+    if let Some(v) = doc.media.bandwidth_estimation {
+        c.bandwidth_estimation = v;
     }
     if let Some(v) = doc.media.max_peers {
         if v == 0 {

@@ -59,6 +59,9 @@ pub struct SfuConfig {
     pub last_n: usize,
     /// Peer connections the server holds at most; further offers get 503.
     pub max_peers: usize,
+    /// TWCC/REMB bandwidth estimation (and str0m's pacer) on subscriber connections; the
+    /// simulcast layer choice uses it. Off: every subscriber gets the lowest layer it allows.
+    pub bandwidth_estimation: bool,
 }
 
 /// TURN servers handed to clients, with TURN REST credentials from `plenary turn`'s secret.
@@ -84,6 +87,7 @@ impl Default for SfuConfig {
             audio_slots: 3,
             last_n: 9,
             max_peers: 4096,
+            bandwidth_estimation: true,
         }
     }
 }

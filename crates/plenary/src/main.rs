@@ -42,6 +42,10 @@ enum ProbeCommand {
     /// loss, RTT and jitter, optional staircase ramp with the knee, JSON and HTML report.
     /// Exit code: 0 held, 1 thresholds breached or capacity below --require, 2 invalid run.
     Turn(Box<plenary_probe::turn::TurnProbeArgs>),
+    /// Synthetic WebRTC participants against an SFU (Plenary or Janus): a scenario from
+    /// loadtest/*.toml, a staircase ramp, receiver-side QoE, the capacity that held, JSON,
+    /// HTML and NDJSON reports. Exit code: 0 held (capacity >= --require), 1 below, 2 invalid.
+    Sfu(Box<plenary_probe::sfu::SfuProbeArgs>),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +60,15 @@ fn main() -> ExitCode {
                 Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(2)),
                 Err(err) => {
                     eprintln!("plenary probe turn: {}", explain(&err));
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Command::Probe(ProbeCommand::Sfu(args)) => {
+            return match plenary_probe::sfu::run(*args) {
+                Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(2)),
+                Err(err) => {
+                    eprintln!("plenary probe sfu: {}", explain(&err));
                     ExitCode::from(2)
                 }
             };

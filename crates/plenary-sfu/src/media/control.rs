@@ -86,7 +86,7 @@ impl MediaLoop {
 
     fn new_rtc(&self, subscriber: bool) -> Result<Rtc, HttpErr> {
         let mut cfg = RtcConfig::new().set_ice_lite(true).set_rtp_mode(true);
-        if subscriber {
+        if subscriber && self.config.bandwidth_estimation {
             cfg = cfg
                 .enable_bwe(Some(str0m::bwe::Bitrate::kbps(600)))
                 .set_stats_interval(Some(std::time::Duration::from_secs(1)));

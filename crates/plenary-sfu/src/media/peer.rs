@@ -40,6 +40,8 @@ pub(crate) struct Peer {
     pub slots: Vec<Slot>,
     /// Latest egress estimate (TWCC, else REMB).
     pub estimate_bps: Option<u64>,
+    /// Last desired bitrate given to BWE (so it is only re-set on real changes).
+    pub desired_bps: u64,
     /// Server offer awaiting the client's answer (subscribe connection).
     pub pending_offer: Option<SdpPendingOffer>,
     /// A renegotiation was wanted while an offer was out.
@@ -76,6 +78,7 @@ impl Peer {
             connected: false,
             slots: Vec::new(),
             estimate_bps: None,
+            desired_bps: 0,
             pending_offer: None,
             renegotiate: false,
             conn: None,

@@ -15,6 +15,9 @@ use crate::core::demand::LayerChange;
 use crate::core::speaker::last_n;
 use crate::signal::{ServerMsg, TrackSource};
 
+/// Budget for one forwarded Opus stream in the BWE target.
+const AUDIO_BPS: u64 = 64_000;
+
 impl MediaLoop {
     pub(super) fn policy(&mut self, now: Instant) {
         let names: Vec<String> = self.rooms.keys().cloned().collect();
@@ -157,6 +160,7 @@ impl MediaLoop {
             .count()
             .max(1) as u64;
         let share = peer.estimate_bps.map(|e| e / video_slots);
+        let mut desired: u64 = 0;
         // Who this subscriber hears in its loudest-audio m-lines: the room's heard talkers
         // but itself. Decided per subscriber because it may have fewer m-lines than the room
         // has slots (WHEP offers one): a talker keeps the m-line it is heard on, freed m-lines
@@ -258,9 +262,17 @@ impl MediaLoop {
                 continue;
             };
             let layer = if track.kind == MediaKind::Video {
-                slot.selector
-                    .choose(now, share, slot.max_layer, &track.layer_bps(now))
+                let rates = track.layer_bps(now);
+                // What this slot would take at its best wanted layer: BWE probes toward it.
+                desired += rates[..=(slot.max_layer.min(2) as usize)]
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .max()
+                    .unwrap_or(0);
+                slot.selector.choose(now, share, slot.max_layer, &rates)
             } else {
+                desired += AUDIO_BPS;
                 track.layers[0].as_ref().map(|_| 0)
             };
             let ssrc = layer
@@ -280,6 +292,17 @@ impl MediaLoop {
                     keyframes.push((want.unwrap_or(0), l as usize));
                 }
             }
+        }
+        // Tell BWE what we would like to send so it probes up to it; without this the
+        // estimate stays at its start and the pacer holds video back.
+        let desired = desired + desired / 4;
+        let last = peer.desired_bps;
+        if desired > 0 && (desired > last + last / 8 || desired + desired / 8 < last) {
+            peer.desired_bps = desired;
+            peer.rtc.bwe().set_bitrate(
+                str0m::bwe::Bitrate::bps(0),
+                str0m::bwe::Bitrate::bps(desired),
+            );
         }
         if let Some(p) = self.participants.get(&me) {
             for e in events {

@@ -1,0 +1,149 @@
+//! Command-line arguments of `plenary probe sfu`.
+
+use super::ramp::Thresholds;
+use super::scenario::Scenario;
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    /// Plenary: WHIP/WHEP and the room API (docs/decisions/0003).
+    Plenary,
+    /// Janus VideoRoom over Janus's HTTP API (--target is its API root, e.g.
+    /// http://127.0.0.1:8088/janus).
+    Janus,
+}
+
+/// Synthetic WebRTC participants (str0m, no encoders) against an SFU: a scenario from
+/// loadtest/*.toml, a staircase ramp of participants, receiver-side QoE (loss, jitter,
+/// one-way delay, frame rate, W3C freezes, audio gaps, time to first frame, joins), and
+/// the capacity: the largest step whose p95 across subscribers held every threshold.
+///
+/// Exit status: 0 capacity >= --require (or no --require and the run was valid), 1 below
+/// it (or a single-step run that breached), 2 invalid run (the probe, not the server, was
+/// the limit, or nobody could join).
+#[derive(Args, Clone, Debug)]
+pub struct SfuProbeArgs {
+    /// Scenario: webinar, assembly, meeting (built in, same as loadtest/NAME.toml) or a
+    /// path to a scenario file.
+    #[arg(long, default_value = "webinar")]
+    pub scenario: String,
+    /// Start an SFU in this process, pinned to --sfu-cpus, with the probe on
+    /// --probe-cpus (the default when no --target is given).
+    #[arg(long, conflicts_with = "target")]
+    pub embedded: bool,
+    /// The server to drive: its HTTP base URL (http://host:port) for Plenary, or the
+    /// Janus HTTP API root with --api janus.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Which signalling the target speaks.
+    #[arg(long, value_enum, default_value_t = Api::Plenary)]
+    pub api: Api,
+    /// Override the scenario's ramp: START:STEP:MAX (in the scenario's unit).
+    #[arg(long)]
+    pub ramp: Option<String>,
+    /// Override the scenario's measured seconds per step.
+    #[arg(long)]
+    pub hold: Option<u64>,
+    /// Override the scenario's warm-up seconds per step (discarded).
+    #[arg(long)]
+    pub warmup: Option<u64>,
+    /// Run the whole ramp K times; the report gives the capacity range and `capacity` is
+    /// the smallest.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: u32,
+    /// Exit 1 unless the capacity is at least N.
+    #[arg(long)]
+    pub require: Option<u32>,
+    /// Directory for report.json, report.html, timeseries.ndjson (per second) and
+    /// tracks.ndjson (per received track and step); created if missing.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// PID of a local server process: its CPU and RSS go in the report.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// CPUs of the embedded SFU (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pub sfu_cpus: Vec<usize>,
+    /// CPUs the probe's threads are pinned to (comma-separated). By default the CPU after
+    /// the embedded SFU's when the machine has one; not pinned against a --target.
+    #[arg(long, value_delimiter = ',')]
+    pub probe_cpus: Option<Vec<usize>>,
+    /// Pin nothing (neither the probe nor the embedded SFU): results are then only
+    /// indicative, since the two compete for the same cores.
+    #[arg(long, conflicts_with = "probe_cpus")]
+    pub no_pin: bool,
+    /// Driver threads (each runs a poll loop over its share of the peers).
+    #[arg(long, default_value_t = 1)]
+    pub drivers: usize,
+    /// Local address the synthetic clients bind (default: the one that routes to the
+    /// target).
+    #[arg(long)]
+    pub bind_ip: Option<std::net::IpAddr>,
+    /// Step fails when audio loss (p95 across subscribers) reaches this %.
+    #[arg(long)]
+    pub max_audio_loss_pct: Option<f64>,
+    /// Step fails when frozen time (p95) reaches this %.
+    #[arg(long)]
+    pub max_freeze_pct: Option<f64>,
+    /// Step fails when frame rate (worst 5%) is below this % of target.
+    #[arg(long)]
+    pub min_frame_rate_pct: Option<f64>,
+    /// Step fails when one-way delay (p95) reaches this, ms.
+    #[arg(long)]
+    pub max_delay_ms: Option<f64>,
+    /// Step fails when jitter (p95) reaches this, ms.
+    #[arg(long)]
+    pub max_jitter_ms: Option<f64>,
+    /// Step fails when fewer than this % of joins succeed.
+    #[arg(long)]
+    pub min_join_pct: Option<f64>,
+    /// Run is invalid when the probe uses more than this % of its CPUs.
+    #[arg(long)]
+    pub max_probe_cpu_pct: Option<f64>,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl SfuProbeArgs {
+    /// The scenario with the command line's overrides applied.
+    pub fn scenario(&self) -> anyhow::Result<Scenario> {
+        let mut s = Scenario::load(&self.scenario)?;
+        if let Some(r) = &self.ramp {
+            let v: Vec<u32> = r
+                .split(':')
+                .map(|x| x.trim().parse())
+                .collect::<Result<_, _>>()
+                .map_err(|_| anyhow::anyhow!("--ramp {r:?}: expected START:STEP:MAX"))?;
+            let [start, step, max] = v[..] else {
+                anyhow::bail!("--ramp {r:?}: expected START:STEP:MAX")
+            };
+            if start == 0 || step == 0 || max < start {
+                anyhow::bail!("--ramp {r:?} needs START >= 1, STEP >= 1 and MAX >= START");
+            }
+            (s.ramp.start, s.ramp.step, s.ramp.max) = (start, step, max);
+        }
+        if let Some(h) = self.hold {
+            s.ramp.hold_s = h.max(1);
+        }
+        if let Some(w) = self.warmup {
+            s.ramp.warmup_s = w;
+        }
+        let t: &mut Thresholds = &mut s.thresholds;
+        let set = |dst: &mut f64, v: Option<f64>| {
+            if let Some(v) = v {
+                *dst = v;
+            }
+        };
+        set(&mut t.max_audio_loss_pct, self.max_audio_loss_pct);
+        set(&mut t.max_freeze_pct, self.max_freeze_pct);
+        set(&mut t.min_frame_rate_pct, self.min_frame_rate_pct);
+        set(&mut t.max_delay_ms, self.max_delay_ms);
+        set(&mut t.max_jitter_ms, self.max_jitter_ms);
+        set(&mut t.min_join_pct, self.min_join_pct);
+        set(&mut s.probe.max_cpu_pct, self.max_probe_cpu_pct);
+        Ok(s)
+    }
+}

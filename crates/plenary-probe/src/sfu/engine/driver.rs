@@ -1,0 +1,420 @@
+//! A driver thread: one mio poll loop owning many peers, their sockets and a deadline heap.
+//! Nothing else touches a peer, so the packet path has no locks; the controller talks to it
+//! with commands (and a waker) and gets cumulative counters and step windows back.
+
+use super::clock::Clock;
+use super::load;
+use super::peer::{Peer, PeerCounters};
+use crate::sfu::recv::track::{TrackKind, TrackWindow};
+use crate::stats::histogram::LogHistogram;
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use str0m::media::Mid;
+
+const WAKE: Token = Token(usize::MAX);
+/// Datagrams read from one socket per turn, so one busy peer cannot starve the rest. A
+/// socket left readable goes on the backlog and is read again next turn: readiness is
+/// edge-triggered, so waiting for the next event could strand packets until more arrive.
+const READ_BURST: usize = 64;
+/// Longest the loop sleeps without a deadline.
+const MAX_SLEEP: Duration = Duration::from_millis(50);
+
+pub enum Cmd {
+    Add(Box<Peer>),
+    /// The server paused a received track (last-N): not a freeze.
+    Paused {
+        peer: u64,
+        mid: Mid,
+        paused: bool,
+    },
+    /// Dynacast: the server wants a simulcast layer on or off.
+    LayerActive {
+        peer: u64,
+        mid: Mid,
+        layer: u8,
+        active: bool,
+    },
+    /// An offer for a peer's renegotiation (room API subscribe connection).
+    RemoteOffer {
+        peer: u64,
+        sdp: String,
+        expect: Vec<(Mid, TrackKind, bool)>,
+        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+    },
+    RemoveParticipant(u32),
+    Snapshot(mpsc::Sender<Snapshot>),
+    BeginStep,
+    EndStep(mpsc::Sender<Harvest>),
+    Stop,
+}
+
+/// Cumulative counters of one driver since it started (the controller subtracts).
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub peers: u32,
+    pub connected: u32,
+    pub dead: u32,
+    pub counters: PeerCounters,
+    pub socket_drops: u64,
+    pub audio_rx_packets: u64,
+    pub video_rx_packets: u64,
+    pub audio_expected: u64,
+    pub audio_lost: u64,
+    pub video_expected: u64,
+    pub video_lost: u64,
+    pub delay_sum_us: u64,
+    pub delay_n: u64,
+    pub delay_max_us: u64,
+    pub frames: u64,
+    /// Lateness of media sends since the last snapshot.
+    pub lag: LogHistogram,
+}
+
+/// One step's measured window.
+pub struct Harvest {
+    pub tracks: Vec<(u32, bool, TrackWindow)>,
+    pub lag: LogHistogram,
+}
+
+pub struct DriverHandle {
+    tx: mpsc::Sender<Cmd>,
+    waker: Arc<Waker>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DriverHandle {
+    pub fn send(&self, cmd: Cmd) {
+        if self.tx.send(cmd).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+
+    pub fn stop(mut self) {
+        self.send(Cmd::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn spawn(name: String, clock: Clock, pin: Option<Vec<usize>>) -> std::io::Result<DriverHandle> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::Builder::new().name(name).spawn(move || {
+        if let Some(cpus) = pin {
+            let _ = load::pin(0, &cpus);
+        }
+        Driver::new(poll, clock).run(rx);
+    })?;
+    Ok(DriverHandle {
+        tx,
+        waker,
+        thread: Some(thread),
+    })
+}
+
+struct Driver {
+    poll: Poll,
+    clock: Clock,
+    slots: Vec<Option<Peer>>,
+    free: Vec<usize>,
+    gens: Vec<u64>,
+    heap: BinaryHeap<Reverse<(u64, usize, u64)>>,
+    /// Counters of peers already removed, so totals stay cumulative.
+    gone: PeerCounters,
+    drops_seen: HashMap<u64, u64>,
+    socket_drops: u64,
+    lag_snap: LogHistogram,
+    lag_step: LogHistogram,
+    buf: Vec<u8>,
+    /// Sockets that still had datagrams when their turn ended.
+    backlog: Vec<usize>,
+}
+
+impl Driver {
+    fn new(poll: Poll, clock: Clock) -> Driver {
+        Driver {
+            poll,
+            clock,
+            slots: Vec::new(),
+            free: Vec::new(),
+            gens: Vec::new(),
+            heap: BinaryHeap::new(),
+            gone: PeerCounters::default(),
+            drops_seen: HashMap::new(),
+            socket_drops: 0,
+            lag_snap: LogHistogram::new(),
+            lag_step: LogHistogram::new(),
+            buf: vec![0u8; 2048],
+            backlog: Vec::new(),
+        }
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Cmd>) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = Instant::now();
+            let now_us = self.clock.us(now);
+            while let Some(&Reverse((due, slot, gen))) = self.heap.peek() {
+                if due > now_us {
+                    break;
+                }
+                self.heap.pop();
+                if self.gens.get(slot) == Some(&gen) {
+                    self.service(slot, Instant::now());
+                }
+            }
+            let sleep = self
+                .heap
+                .peek()
+                .map(|r| Duration::from_micros(r.0 .0.saturating_sub(self.clock.now_us())))
+                .unwrap_or(MAX_SLEEP)
+                .min(MAX_SLEEP);
+            let sleep = if self.backlog.is_empty() {
+                sleep
+            } else {
+                Duration::ZERO
+            };
+            if self.poll.poll(&mut events, Some(sleep)).is_err() {
+                continue;
+            }
+            let mut ready: Vec<usize> = std::mem::take(&mut self.backlog);
+            ready.extend(
+                events
+                    .iter()
+                    .map(|ev| ev.token())
+                    .filter(|t| *t != WAKE)
+                    .map(|t| t.0),
+            );
+            ready.sort_unstable();
+            ready.dedup();
+            for slot in ready {
+                self.read(slot);
+            }
+            while let Ok(cmd) = rx.try_recv() {
+                if !self.command(cmd) {
+                    self.shutdown();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn read(&mut self, slot: usize) {
+        let Some(Some(peer)) = self.slots.get_mut(slot) else {
+            return;
+        };
+        let mut drained = false;
+        for _ in 0..READ_BURST {
+            match peer.socket.recv_from(&mut self.buf) {
+                Ok((n, src)) => {
+                    let now = Instant::now();
+                    peer.on_datagram(&self.clock, now, src, &self.buf[..n]);
+                }
+                Err(_) => {
+                    drained = true;
+                    break;
+                }
+            }
+        }
+        if !drained {
+            self.backlog.push(slot);
+        }
+        self.service(slot, Instant::now());
+    }
+
+    fn service(&mut self, slot: usize, now: Instant) {
+        let Some(Some(peer)) = self.slots.get_mut(slot) else {
+            return;
+        };
+        let s = peer.service(&self.clock, now);
+        for lag in s.lags {
+            self.lag_snap.record(lag);
+            self.lag_step.record(lag);
+        }
+        if peer.dead && !peer.rtc.is_alive() {
+            self.remove(slot);
+            return;
+        }
+        self.gens[slot] += 1;
+        self.heap.push(Reverse((s.next_us, slot, self.gens[slot])));
+    }
+
+    fn remove(&mut self, slot: usize) {
+        if let Some(mut peer) = self.slots[slot].take() {
+            let _ = self.poll.registry().deregister(&mut peer.socket);
+            add(&mut self.gone, &peer.counters);
+            self.drops_seen.remove(&peer.inode);
+            self.gens[slot] += 1;
+            self.free.push(slot);
+        }
+    }
+
+    fn peer(&mut self, id: u64) -> Option<&mut Peer> {
+        self.slots.iter_mut().flatten().find(|p| p.id == id)
+    }
+
+    fn command(&mut self, cmd: Cmd) -> bool {
+        match cmd {
+            Cmd::Add(mut peer) => {
+                let slot = self.free.pop().unwrap_or_else(|| {
+                    self.slots.push(None);
+                    self.gens.push(0);
+                    self.slots.len() - 1
+                });
+                if self
+                    .poll
+                    .registry()
+                    .register(&mut peer.socket, Token(slot), Interest::READABLE)
+                    .is_err()
+                {
+                    self.free.push(slot);
+                    return true;
+                }
+                self.slots[slot] = Some(*peer);
+                self.service(slot, Instant::now());
+            }
+            Cmd::Paused { peer, mid, paused } => {
+                if let Some(p) = self.peer(peer) {
+                    p.set_paused(mid, paused);
+                }
+            }
+            Cmd::LayerActive {
+                peer,
+                mid,
+                layer,
+                active,
+            } => {
+                if let Some(p) = self.peer(peer) {
+                    p.set_layer_active(mid, layer, active);
+                }
+            }
+            Cmd::RemoteOffer {
+                peer,
+                sdp,
+                expect,
+                reply,
+            } => {
+                let answer = match self.peer(peer) {
+                    Some(p) => super::build::renegotiate(p, &sdp, expect),
+                    None => Err("no such peer".into()),
+                };
+                let _ = reply.send(answer);
+                if let Some(slot) = self
+                    .slots
+                    .iter()
+                    .position(|s| s.as_ref().is_some_and(|p| p.id == peer))
+                {
+                    self.service(slot, Instant::now());
+                }
+            }
+            Cmd::RemoveParticipant(n) => {
+                let slots: Vec<usize> = (0..self.slots.len())
+                    .filter(|&i| self.slots[i].as_ref().is_some_and(|p| p.participant == n))
+                    .collect();
+                for slot in slots {
+                    if let Some(Some(p)) = self.slots.get_mut(slot) {
+                        p.rtc.disconnect();
+                    }
+                    self.remove(slot);
+                }
+            }
+            Cmd::Snapshot(reply) => {
+                let _ = reply.send(self.snapshot());
+            }
+            Cmd::BeginStep => {
+                let now_us = self.clock.now_us();
+                self.lag_step.clear();
+                for p in self.slots.iter_mut().flatten() {
+                    p.begin_step(now_us);
+                }
+            }
+            Cmd::EndStep(reply) => {
+                let now_us = self.clock.now_us();
+                let mut tracks = Vec::new();
+                for p in self.slots.iter_mut().flatten() {
+                    let part = p.participant;
+                    tracks.extend(
+                        p.end_step(now_us)
+                            .into_iter()
+                            .map(|(must, w)| (part, must, w)),
+                    );
+                }
+                let lag = std::mem::take(&mut self.lag_step);
+                let _ = reply.send(Harvest { tracks, lag });
+            }
+            Cmd::Stop => return false,
+        }
+        true
+    }
+
+    fn snapshot(&mut self) -> Snapshot {
+        let drops = load::udp_drops();
+        let mut s = Snapshot {
+            counters: self.gone,
+            ..Snapshot::default()
+        };
+        let now_us = self.clock.now_us();
+        for p in self.slots.iter_mut().flatten() {
+            s.peers += 1;
+            s.connected += u32::from(p.connected_us.is_some());
+            s.dead += u32::from(p.dead);
+            add(&mut s.counters, &p.counters);
+            if let Some(&d) = drops.get(&p.inode) {
+                let seen = self.drops_seen.entry(p.inode).or_insert(d);
+                self.socket_drops += d.saturating_sub(*seen);
+                *seen = d;
+            }
+            for r in &mut p.receivers {
+                let sec = r.rx.take_second(now_us);
+                let (pk, exp, lost) = match r.rx.kind {
+                    TrackKind::Audio => (
+                        &mut s.audio_rx_packets,
+                        &mut s.audio_expected,
+                        &mut s.audio_lost,
+                    ),
+                    TrackKind::Video => (
+                        &mut s.video_rx_packets,
+                        &mut s.video_expected,
+                        &mut s.video_lost,
+                    ),
+                };
+                *pk += sec.packets;
+                *exp += sec.expected;
+                *lost += sec.lost;
+                s.delay_sum_us += sec.delay_sum_us;
+                s.delay_n += sec.delay_n;
+                s.delay_max_us = s.delay_max_us.max(sec.delay_max_us);
+                s.frames += sec.frames;
+            }
+        }
+        s.socket_drops = self.socket_drops;
+        s.lag = std::mem::take(&mut self.lag_snap);
+        s
+    }
+
+    fn shutdown(&mut self) {
+        for p in self.slots.iter_mut().flatten() {
+            p.rtc.disconnect();
+            let _ = p.service(&self.clock, Instant::now());
+        }
+    }
+}
+
+/// Adds counters (peers that left keep counting in the totals).
+pub fn add(a: &mut PeerCounters, b: &PeerCounters) {
+    a.tx_packets += b.tx_packets;
+    a.tx_bytes += b.tx_bytes;
+    a.send_drops += b.send_drops;
+    a.send_errors += b.send_errors;
+    a.rx_datagrams += b.rx_datagrams;
+    a.rx_bytes += b.rx_bytes;
+    a.keyframe_requests_in += b.keyframe_requests_in;
+    a.keyframes_out += b.keyframes_out;
+    a.rtc_errors += b.rtc_errors;
+}

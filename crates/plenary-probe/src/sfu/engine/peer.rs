@@ -1,0 +1,426 @@
+//! One synthetic peer connection: a str0m `Rtc` in RTP mode, its UDP socket, the synthetic
+//! sources it publishes and the receivers that measure what it gets. The driver feeds it
+//! datagrams and time; the peer answers with datagrams to send and its next deadline.
+
+use super::clock::Clock;
+use crate::sfu::media::opus::{AudioGen, AudioSpec, Role};
+use crate::sfu::media::video::{VideoGen, VideoSpec};
+use crate::sfu::media::OutPacket;
+use crate::sfu::recv::track::{RxPacket, TrackKind, TrackRx, TrackWindow};
+use std::net::SocketAddr;
+use std::time::Instant;
+use str0m::format::Codec;
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpWrite};
+use str0m::{Event, IceConnectionState, Input, Output, Rtc};
+
+/// How often a peer's receivers look for frames given up on, µs.
+const FRAME_POLL_US: u64 = 50_000;
+/// Media starts this long after ICE+DTLS connect, so the server has set up forwarding.
+const MEDIA_DELAY_US: u64 = 100_000;
+
+/// What a sending m-line carries.
+#[derive(Clone, Debug)]
+pub enum Source {
+    Audio { spec: AudioSpec, role: Role },
+    Video(VideoSpec),
+}
+
+pub struct Sender {
+    pub mid: Mid,
+    pub rid: Option<Rid>,
+    pub source: Source,
+    pt: Option<Pt>,
+    gen: Option<Gen>,
+}
+
+enum Gen {
+    Audio(AudioGen),
+    Video(VideoGen),
+}
+
+impl Gen {
+    fn due_us(&self) -> u64 {
+        match self {
+            Gen::Audio(g) => g.due_us(),
+            Gen::Video(g) => g.due_us(),
+        }
+    }
+}
+
+impl Sender {
+    pub fn new(mid: Mid, rid: Option<Rid>, source: Source) -> Sender {
+        Sender {
+            mid,
+            rid,
+            source,
+            pt: None,
+            gen: None,
+        }
+    }
+}
+
+pub struct Receiver {
+    pub mid: Mid,
+    pub rx: TrackRx,
+    /// Media must arrive on it (a WHEP or subscribed track); an audio slot nobody speaks in
+    /// may stay silent.
+    pub must_flow: bool,
+}
+
+/// Counters the driver sums per second.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PeerCounters {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub send_drops: u64,
+    pub send_errors: u64,
+    pub rx_datagrams: u64,
+    pub rx_bytes: u64,
+    pub keyframe_requests_in: u64,
+    pub keyframes_out: u64,
+    pub rtc_errors: u64,
+}
+
+pub struct Peer {
+    pub id: u64,
+    pub participant: u32,
+    pub label: String,
+    pub rtc: Rtc,
+    pub socket: mio::net::UdpSocket,
+    pub local: SocketAddr,
+    pub inode: u64,
+    pub senders: Vec<Sender>,
+    pub receivers: Vec<Receiver>,
+    /// Expected receive m-lines (mid, kind, must flow), created at connect.
+    pub expect: Vec<(Mid, TrackKind, bool)>,
+    pub joined_us: u64,
+    pub connected_us: Option<u64>,
+    pub on_connected: Option<tokio::sync::oneshot::Sender<u64>>,
+    pub counters: PeerCounters,
+    pub dead: bool,
+    next_frame_poll_us: u64,
+    scratch: Vec<OutPacket>,
+}
+
+/// What servicing a peer asks of the driver.
+pub struct Serviced {
+    pub next_us: u64,
+    /// Lateness of each media packet batch sent, µs.
+    pub lags: Vec<u64>,
+}
+
+impl Peer {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: u64,
+        participant: u32,
+        label: String,
+        rtc: Rtc,
+        socket: std::net::UdpSocket,
+        senders: Vec<Sender>,
+        expect: Vec<(Mid, TrackKind, bool)>,
+        joined_us: u64,
+        on_connected: Option<tokio::sync::oneshot::Sender<u64>>,
+    ) -> std::io::Result<Peer> {
+        let local = socket.local_addr()?;
+        let inode = super::load::socket_inode(&socket).unwrap_or(0);
+        socket.set_nonblocking(true)?;
+        Ok(Peer {
+            id,
+            participant,
+            label,
+            rtc,
+            socket: mio::net::UdpSocket::from_std(socket),
+            local,
+            inode,
+            senders,
+            receivers: Vec::new(),
+            expect,
+            joined_us,
+            connected_us: None,
+            on_connected,
+            counters: PeerCounters::default(),
+            dead: false,
+            next_frame_poll_us: 0,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// One datagram from the network.
+    pub fn on_datagram(&mut self, clock: &Clock, now: Instant, src: SocketAddr, data: &[u8]) {
+        self.counters.rx_datagrams += 1;
+        self.counters.rx_bytes += data.len() as u64;
+        let Ok(r) = Receive::new(Protocol::Udp, src, self.local, data) else {
+            return;
+        };
+        if self.rtc.handle_input(Input::Receive(now, r)).is_err() {
+            self.counters.rtc_errors += 1;
+        }
+        self.drain(clock);
+    }
+
+    /// Time passed: timers, due media, frame timeouts. Returns the next deadline.
+    pub fn service(&mut self, clock: &Clock, now: Instant) -> Serviced {
+        if self.rtc.handle_input(Input::Timeout(now)).is_err() {
+            self.counters.rtc_errors += 1;
+        }
+        let now_us = clock.us(now);
+        let mut lags = Vec::new();
+        if self.connected_us.is_some() {
+            self.send_media(now, now_us, &mut lags);
+        }
+        if now_us >= self.next_frame_poll_us {
+            self.next_frame_poll_us = now_us + FRAME_POLL_US;
+            for i in 0..self.receivers.len() {
+                if self.receivers[i].rx.poll(now_us) {
+                    self.ask_keyframe(i);
+                }
+            }
+        }
+        let rtc_next = self.drain(clock);
+        let media_next = self
+            .senders
+            .iter()
+            .filter_map(|s| s.gen.as_ref().map(Gen::due_us))
+            .min();
+        let next_us = [Some(rtc_next), media_next, Some(self.next_frame_poll_us)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now_us + 5_000);
+        Serviced { next_us, lags }
+    }
+
+    fn send_media(&mut self, now: Instant, now_us: u64, lags: &mut Vec<u64>) {
+        let mut api = self.rtc.direct_api();
+        for s in &mut self.senders {
+            let Some(gen) = s.gen.as_mut() else { continue };
+            if gen.due_us() > now_us {
+                continue;
+            }
+            self.scratch.clear();
+            let (scheduled, kf_before) = match gen {
+                Gen::Audio(g) => (g.frame(now_us, &mut self.scratch), 0),
+                Gen::Video(g) => {
+                    let k = g.keyframes;
+                    (g.frame(now_us, &mut self.scratch), k)
+                }
+            };
+            if let Gen::Video(g) = gen {
+                self.counters.keyframes_out += g.keyframes - kf_before;
+            }
+            lags.push(now_us.saturating_sub(scheduled));
+            let (Some(pt), Some(tx)) = (s.pt, api.stream_tx_by_mid(s.mid, s.rid)) else {
+                continue;
+            };
+            for p in self.scratch.drain(..) {
+                let mut w = RtpWrite::new(pt, p.seq.into(), p.rtp_ts, now, p.payload)
+                    .marker(p.marker)
+                    .nackable(matches!(s.source, Source::Video(_)));
+                if let Some((level, voice)) = p.audio_level {
+                    w = w.ext_vals(ExtensionValues {
+                        audio_level: Some(level),
+                        voice_activity: Some(voice),
+                        ..Default::default()
+                    });
+                }
+                tx.write_rtp(w);
+            }
+        }
+    }
+
+    /// Polls the `Rtc` until it wants time to pass; returns that deadline (µs).
+    fn drain(&mut self, clock: &Clock) -> u64 {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => return clock.us(t),
+                Ok(Output::Transmit(t)) => match self.socket.send_to(&t.contents, t.destination) {
+                    Ok(n) => {
+                        self.counters.tx_packets += 1;
+                        self.counters.tx_bytes += n as u64;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        self.counters.send_drops += 1
+                    }
+                    Err(_) => self.counters.send_errors += 1,
+                },
+                Ok(Output::Event(e)) => self.on_event(clock, e),
+                Err(_) => {
+                    self.counters.rtc_errors += 1;
+                    self.dead = true;
+                    return clock.now_us() + 1_000_000;
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, clock: &Clock, e: Event) {
+        match e {
+            Event::Connected => self.on_connect(clock.now_us()),
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => self.dead = true,
+            Event::KeyframeRequest(req) => {
+                self.counters.keyframe_requests_in += 1;
+                for s in &mut self.senders {
+                    let same_rid = req.rid.is_none() || s.rid == req.rid;
+                    if let (true, true, Some(Gen::Video(g))) =
+                        (s.mid == req.mid, same_rid, s.gen.as_mut())
+                    {
+                        g.request_keyframe();
+                    }
+                }
+            }
+            Event::RtpPacket(p) => {
+                let ssrc = p.header.ssrc;
+                let Some(mid) = self.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()) else {
+                    return;
+                };
+                let i = match self.receivers.iter().position(|r| r.mid == mid) {
+                    Some(i) => i,
+                    None => {
+                        let kind = match self.rtc.media(mid).map(|m| m.kind()) {
+                            Some(MediaKind::Audio) => TrackKind::Audio,
+                            _ => TrackKind::Video,
+                        };
+                        let now_us = clock.us(p.timestamp);
+                        self.receivers.push(Receiver {
+                            mid,
+                            rx: TrackRx::new(kind, self.joined_us, now_us),
+                            must_flow: false,
+                        });
+                        self.receivers.len() - 1
+                    }
+                };
+                let ask = self.receivers[i].rx.on_packet(RxPacket {
+                    seq: *p.seq_no,
+                    rtp_ts: p.header.timestamp,
+                    marker: p.header.marker,
+                    payload: &p.payload,
+                    arrival_us: clock.us(p.timestamp),
+                });
+                if ask {
+                    if let Some(s) = self.rtc.direct_api().stream_rx(&ssrc) {
+                        s.request_keyframe(KeyframeRequestKind::Pli);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_connect(&mut self, now_us: u64) {
+        if self.connected_us.is_some() {
+            return;
+        }
+        self.connected_us = Some(now_us);
+        if let Some(tx) = self.on_connected.take() {
+            let _ = tx.send(now_us);
+        }
+        self.apply_expect();
+        let seed = self.id;
+        let start = now_us + MEDIA_DELAY_US;
+        for (k, s) in self.senders.iter_mut().enumerate() {
+            let want = match s.source {
+                Source::Audio { .. } => Codec::Opus,
+                Source::Video(_) => Codec::Vp8,
+            };
+            s.pt = pick_pt(&self.rtc, s.mid, want);
+            let seed = seed << 8 | k as u64;
+            // Spread sources over a frame so a thousand peers do not send in lockstep.
+            let offset = seed.wrapping_mul(0x9e37_79b9) % 20_000;
+            s.gen = Some(match &s.source {
+                Source::Audio { spec, role } => Gen::Audio(AudioGen::new(
+                    spec.clone(),
+                    *role,
+                    self.participant,
+                    seed,
+                    start + offset,
+                )),
+                Source::Video(spec) => Gen::Video(VideoGen::new(
+                    spec.clone(),
+                    self.participant,
+                    seed,
+                    start + offset,
+                )),
+            });
+        }
+    }
+
+    fn ask_keyframe(&mut self, i: usize) {
+        let mid = self.receivers[i].mid;
+        if let Some(s) = self.rtc.direct_api().stream_rx_by_mid(mid, None) {
+            s.request_keyframe(KeyframeRequestKind::Pli);
+        }
+    }
+
+    /// Turns a simulcast layer on or off (the server's dynacast `layers_wanted`).
+    pub fn set_layer_active(&mut self, mid: Mid, layer: u8, active: bool) {
+        for s in &mut self.senders {
+            if let (true, Some(Gen::Video(g))) = (s.mid == mid, s.gen.as_mut()) {
+                if g.spec().layer == layer {
+                    g.active = active;
+                }
+            }
+        }
+    }
+
+    /// The server paused (last-N) or resumed a received track: while paused it need not
+    /// carry media, and the silence is not a freeze.
+    pub fn set_paused(&mut self, mid: Mid, paused: bool) {
+        if let Some(e) = self.expect.iter_mut().find(|e| e.0 == mid) {
+            e.2 = !paused;
+        }
+        if let Some(r) = self.receivers.iter_mut().find(|r| r.mid == mid) {
+            r.must_flow = !paused;
+            r.rx.paused();
+        }
+    }
+
+    /// Creates receivers for expected m-lines (once connected), so a track that never gets
+    /// a packet is still judged, and updates whether each must carry media.
+    pub fn apply_expect(&mut self) {
+        let Some(now_us) = self.connected_us else {
+            return;
+        };
+        for (mid, kind, must) in self.expect.clone() {
+            match self.receivers.iter_mut().find(|r| r.mid == mid) {
+                Some(r) => r.must_flow = must,
+                None => self.receivers.push(Receiver {
+                    mid,
+                    rx: TrackRx::new(kind, self.joined_us, now_us),
+                    must_flow: must,
+                }),
+            }
+        }
+    }
+
+    pub fn begin_step(&mut self, now_us: u64) {
+        for r in &mut self.receivers {
+            r.rx.begin_step(now_us);
+        }
+    }
+
+    /// Closes the step window of every receiver: (must flow, window).
+    pub fn end_step(&mut self, now_us: u64) -> Vec<(bool, TrackWindow)> {
+        self.receivers
+            .iter_mut()
+            .map(|r| (r.must_flow, r.rx.end_step(now_us)))
+            .collect()
+    }
+}
+
+/// The payload type the remote side accepted for `codec` on `mid`.
+fn pick_pt(rtc: &Rtc, mid: Mid, codec: Codec) -> Option<Pt> {
+    let media = rtc.media(mid)?;
+    let cfg = rtc.codec_config();
+    media
+        .remote_pts()
+        .iter()
+        .copied()
+        .find(|pt| {
+            cfg.find(|p| p.pt() == *pt)
+                .is_some_and(|p| p.spec().codec == codec)
+        })
+        .or_else(|| media.remote_pts().first().copied())
+}

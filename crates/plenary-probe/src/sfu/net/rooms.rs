@@ -1,0 +1,397 @@
+//! The room API client (docs/decisions/0003): a WebSocket per participant, a publish
+//! connection the client offers and a subscribe connection the server offers and
+//! renegotiates. A session task owns the socket for the participant's whole stay: it
+//! answers offers (through the driver that owns the peer), subscribes to the tracks the
+//! scenario wants as they are announced, and passes last-N pauses and dynacast layer
+//! requests to the driver.
+
+use crate::sfu::engine::build::{offered_tracks, PeerPlan};
+use crate::sfu::engine::driver::Cmd;
+use crate::sfu::join::{Cleanup, ConnectWait, JoinCtx};
+use crate::sfu::plan::{Participant, TrackSource, Want};
+use crate::sfu::recv::track::TrackKind;
+use futures_util::{SinkExt, StreamExt};
+use plenary_sfu::signal::{self, ClientMsg, ServerMsg, SubscribeTrack, TrackInfo};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use str0m::media::Mid;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Names the probe gives its participants, so announcements map back to plan indices.
+fn name_of(index: u32) -> String {
+    format!("probe-{index}")
+}
+
+fn index_of(name: &str) -> Option<u32> {
+    name.strip_prefix("probe-")?.parse().ok()
+}
+
+fn source_of(s: signal::TrackSource) -> TrackSource {
+    match s {
+        signal::TrackSource::Microphone => TrackSource::Microphone,
+        signal::TrackSource::Camera => TrackSource::Camera,
+        signal::TrackSource::Screen => TrackSource::Screen,
+    }
+}
+
+fn to_signal(s: TrackSource) -> signal::TrackSource {
+    match s {
+        TrackSource::Microphone => signal::TrackSource::Microphone,
+        TrackSource::Camera => signal::TrackSource::Camera,
+        TrackSource::Screen => signal::TrackSource::Screen,
+    }
+}
+
+/// `http://host:port` → `ws://host:port/rooms/{room}`.
+pub fn ws_url(base: &str, room: &str) -> Result<String, String> {
+    let rest = base
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{base}: the room API needs an http:// base"))?;
+    Ok(format!("ws://{}/rooms/{room}", rest.trim_end_matches('/')))
+}
+
+enum Ctl {
+    Send(ClientMsg),
+    ExpectPublishAnswer(oneshot::Sender<String>),
+    PublishPeer { peer: u64, camera: Option<Mid> },
+}
+
+/// The participant's session; dropping it (or `leave`) ends the stay.
+#[derive(Debug)]
+pub struct RoomHandle {
+    ctl: mpsc::UnboundedSender<Ctl>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Ctl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ctl")
+    }
+}
+
+impl RoomHandle {
+    pub async fn leave(self) {
+        let _ = self.ctl.send(Ctl::Send(ClientMsg::Leave));
+        let mut task = self.task;
+        if tokio::time::timeout(Duration::from_secs(1), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+struct Session {
+    ctx: Arc<JoinCtx>,
+    index: u32,
+    wants: Vec<Want>,
+    all_cameras: Option<u8>,
+    /// Server participant id → plan index.
+    people: HashMap<String, u32>,
+    subscribed: HashSet<String>,
+    sub_peer: Option<u64>,
+    sub_ready: Option<oneshot::Sender<Result<ConnectWait, String>>>,
+    publish_answer: Option<oneshot::Sender<String>>,
+    pub_peer: Option<(u64, Option<Mid>)>,
+    /// Track id → subscribe m-line carrying it.
+    slot_of: HashMap<String, Mid>,
+    pending: Vec<SubscribeTrack>,
+}
+
+/// Joins `p` through the room API; returns the slowest connect, µs.
+pub async fn join(
+    ctx: Arc<JoinCtx>,
+    base: &str,
+    p: &Participant,
+    cleanup: &mut Vec<Cleanup>,
+) -> Result<u64, String> {
+    let url = ws_url(base, &p.room)?;
+    let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let (ctl, ctl_rx) = mpsc::unbounded_channel();
+    let (sub_tx, sub_rx) = oneshot::channel();
+    let session = Session {
+        ctx: ctx.clone(),
+        index: p.index,
+        wants: p.want.clone(),
+        all_cameras: p.all_cameras,
+        people: HashMap::new(),
+        subscribed: HashSet::new(),
+        sub_peer: None,
+        sub_ready: Some(sub_tx),
+        publish_answer: None,
+        pub_peer: None,
+        slot_of: HashMap::new(),
+        pending: Vec::new(),
+    };
+    let task = tokio::spawn(session.run(ws, ctl_rx));
+    cleanup.push(Cleanup::Room(RoomHandle {
+        ctl: ctl.clone(),
+        task,
+    }));
+    let _ = ctl.send(Ctl::Send(ClientMsg::Join {
+        name: name_of(p.index),
+    }));
+    let mut waits = Vec::new();
+    if !p.publish.is_empty() {
+        let plan = PeerPlan {
+            participant: p.index,
+            label: format!("{}/publish", p.name),
+            send: p.publish.iter().map(|x| x.1.clone()).collect(),
+            recv: vec![],
+        };
+        let sources: Vec<TrackSource> = p.publish.iter().map(|x| x.0).collect();
+        let ctl2 = ctl.clone();
+        let (w, camera) = ctx
+            .offer_peer(&plan, |offer| async move {
+                let lines = offered_tracks(&offer);
+                let camera = lines
+                    .iter()
+                    .zip(&sources)
+                    .find(|(_, s)| **s == TrackSource::Camera)
+                    .map(|(l, _)| l.0);
+                let tracks = lines
+                    .iter()
+                    .zip(&sources)
+                    .map(|((mid, kind, _), src)| signal::PublishTrack {
+                        mid: mid.to_string(),
+                        kind: Some(
+                            if *kind == TrackKind::Audio {
+                                "audio"
+                            } else {
+                                "video"
+                            }
+                            .into(),
+                        ),
+                        source: Some(to_signal(*src)),
+                    })
+                    .collect();
+                let (tx, rx) = oneshot::channel();
+                let _ = ctl2.send(Ctl::ExpectPublishAnswer(tx));
+                let _ = ctl2.send(Ctl::Send(ClientMsg::Publish { sdp: offer, tracks }));
+                let answer = rx
+                    .await
+                    .map_err(|_| "room session ended before publish_answer".to_string())?;
+                Ok((answer, camera))
+            })
+            .await?;
+        let _ = ctl.send(Ctl::PublishPeer {
+            peer: w.peer,
+            camera,
+        });
+        waits.push(w);
+    }
+    waits.push(
+        sub_rx
+            .await
+            .map_err(|_| "room session ended before the subscribe offer".to_string())??,
+    );
+    let mut slowest = 0;
+    for w in waits {
+        slowest = slowest.max(w.connected().await?);
+    }
+    Ok(slowest)
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl Session {
+    async fn run(mut self, ws: Ws, mut ctl: mpsc::UnboundedReceiver<Ctl>) {
+        let (mut tx, mut rx) = ws.split();
+        loop {
+            tokio::select! {
+                c = ctl.recv() => match c {
+                    Some(Ctl::Send(m)) => {
+                        let leave = matches!(m, ClientMsg::Leave);
+                        let Ok(text) = serde_json::to_string(&m) else { continue };
+                        if tx.send(Message::text(text)).await.is_err() || leave {
+                            let _ = tx.close().await;
+                            return;
+                        }
+                    }
+                    Some(Ctl::ExpectPublishAnswer(t)) => self.publish_answer = Some(t),
+                    Some(Ctl::PublishPeer { peer, camera }) => self.pub_peer = Some((peer, camera)),
+                    None => return,
+                },
+                m = rx.next() => {
+                    let Some(Ok(m)) = m else { return };
+                    let Message::Text(text) = m else { continue };
+                    let Ok(msg) = serde_json::from_str::<ServerMsg>(text.as_str()) else { continue };
+                    for out in self.on_message(msg).await {
+                        let Ok(text) = serde_json::to_string(&out) else { continue };
+                        if tx.send(Message::text(text)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn consider(&mut self, owner: &str, track: &TrackInfo) {
+        let Some(&owner) = self.people.get(owner) else {
+            return;
+        };
+        if owner == self.index || self.subscribed.contains(&track.id) {
+            return;
+        }
+        let source = source_of(track.source);
+        let wanted = self
+            .wants
+            .iter()
+            .find(|w| w.publisher == owner && w.source == source)
+            .map(|w| w.max_layer);
+        let layer = wanted.or(self.all_cameras.filter(|_| source == TrackSource::Camera));
+        if let Some(l) = layer {
+            self.subscribed.insert(track.id.clone());
+            self.pending.push(SubscribeTrack {
+                track: track.id.clone(),
+                max_layer: Some(l),
+            });
+        }
+    }
+
+    async fn on_message(&mut self, msg: ServerMsg) -> Vec<ClientMsg> {
+        let mut out = Vec::new();
+        match msg {
+            ServerMsg::Joined { participants, .. } => {
+                for p in &participants {
+                    if let Some(i) = index_of(&p.name) {
+                        self.people.insert(p.id.clone(), i);
+                    }
+                }
+                for p in &participants {
+                    for t in &p.tracks {
+                        self.consider(&p.id, t);
+                    }
+                }
+            }
+            ServerMsg::ParticipantJoined { participant, name } => {
+                if let Some(i) = index_of(&name) {
+                    self.people.insert(participant, i);
+                }
+            }
+            ServerMsg::TrackPublished { participant, track } => self.consider(&participant, &track),
+            ServerMsg::PublishAnswer { sdp } => {
+                if let Some(t) = self.publish_answer.take() {
+                    let _ = t.send(sdp);
+                }
+            }
+            ServerMsg::Offer { sdp, slots } => {
+                let expect: Vec<(Mid, TrackKind, bool)> = slots
+                    .iter()
+                    .map(|s| {
+                        let kind = if s.kind == "audio" {
+                            TrackKind::Audio
+                        } else {
+                            TrackKind::Video
+                        };
+                        // Audio slots carry whoever speaks, and may be silent.
+                        (Mid::from(s.mid.as_str()), kind, s.track.is_some())
+                    })
+                    .collect();
+                for s in &slots {
+                    if let Some(t) = &s.track {
+                        self.slot_of.insert(t.clone(), Mid::from(s.mid.as_str()));
+                    }
+                }
+                if let Some(answer) = self.answer(&sdp, expect).await {
+                    out.push(ClientMsg::Answer { sdp: answer });
+                }
+            }
+            ServerMsg::LayersWanted { layers, .. } => {
+                // The probe publishes at most one simulcast track (its camera), and the
+                // server does not tell an owner its own track ids.
+                if let Some((peer, Some(mid))) = self.pub_peer {
+                    for layer in 0..3u8 {
+                        let active = layers.contains(&layer);
+                        self.ctx.driver(self.index).send(Cmd::LayerActive {
+                            peer,
+                            mid,
+                            layer,
+                            active,
+                        });
+                    }
+                }
+            }
+            ServerMsg::Paused { track } => self.pause(&track, true),
+            ServerMsg::Resumed { track } => self.pause(&track, false),
+            _ => {}
+        }
+        if !self.pending.is_empty() {
+            out.push(ClientMsg::Subscribe {
+                tracks: std::mem::take(&mut self.pending),
+            });
+        }
+        out
+    }
+
+    fn pause(&self, track: &str, paused: bool) {
+        if let (Some(peer), Some(mid)) = (self.sub_peer, self.slot_of.get(track)) {
+            self.ctx.driver(self.index).send(Cmd::Paused {
+                peer,
+                mid: *mid,
+                paused,
+            });
+        }
+    }
+
+    /// Answers the server's offer: the first creates the subscribe peer, later ones
+    /// renegotiate it on its driver.
+    async fn answer(&mut self, sdp: &str, expect: Vec<(Mid, TrackKind, bool)>) -> Option<String> {
+        match self.sub_peer {
+            None => {
+                let label = format!("{}/subscribe", name_of(self.index));
+                match self.ctx.answer_peer(self.index, label, sdp, Some(expect)) {
+                    Ok((wait, answer)) => {
+                        self.sub_peer = Some(wait.peer);
+                        if let Some(t) = self.sub_ready.take() {
+                            let _ = t.send(Ok(wait));
+                        }
+                        Some(answer)
+                    }
+                    Err(e) => {
+                        if let Some(t) = self.sub_ready.take() {
+                            let _ = t.send(Err(e));
+                        }
+                        None
+                    }
+                }
+            }
+            Some(peer) => {
+                let (tx, rx) = oneshot::channel();
+                self.ctx.driver(self.index).send(Cmd::RemoteOffer {
+                    peer,
+                    sdp: sdp.to_string(),
+                    expect,
+                    reply: tx,
+                });
+                match tokio::time::timeout(Duration::from_secs(5), rx).await {
+                    Ok(Ok(Ok(answer))) => Some(answer),
+                    _ => None,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_urls() {
+        assert_eq!(index_of(&name_of(42)), Some(42));
+        assert_eq!(index_of("p42"), None);
+        assert_eq!(
+            ws_url("http://127.0.0.1:8080", "assembly").unwrap(),
+            "ws://127.0.0.1:8080/rooms/assembly"
+        );
+        assert!(ws_url("https://x", "r").is_err());
+    }
+}

@@ -1,0 +1,56 @@
+//! Text for people: one line per measured step, and how driver snapshots add up.
+
+use super::engine::driver::Snapshot;
+use super::report::StepResult;
+use crate::stats::percentile::Percentiles;
+
+/// Adds one driver's snapshot to the total of all drivers.
+pub fn merge(a: &mut Snapshot, b: &Snapshot) {
+    a.peers += b.peers;
+    a.connected += b.connected;
+    a.dead += b.dead;
+    super::engine::driver::add(&mut a.counters, &b.counters);
+    a.socket_drops += b.socket_drops;
+    a.audio_rx_packets += b.audio_rx_packets;
+    a.video_rx_packets += b.video_rx_packets;
+    a.audio_expected += b.audio_expected;
+    a.audio_lost += b.audio_lost;
+    a.video_expected += b.video_expected;
+    a.video_lost += b.video_lost;
+    a.delay_sum_us += b.delay_sum_us;
+    a.delay_n += b.delay_n;
+    a.delay_max_us = a.delay_max_us.max(b.delay_max_us);
+    a.frames += b.frames;
+    a.lag.merge(&b.lag);
+}
+
+/// One line per measured step.
+pub fn describe(s: &StepResult) -> String {
+    let p95 = |p: &Option<Percentiles>| p.map_or("-".to_string(), |p| format!("{:.2}", p.p95));
+    let verdict = if !s.valid {
+        format!("INVALID: {}", s.invalid_reasons.join("; "))
+    } else if s.held {
+        "held".into()
+    } else {
+        s.breaches
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let m = &s.metrics;
+    format!(
+        "{} | joins {:.0}% | p95: audio loss {}% freeze {}% fps {}% delay {} ms jitter {} ms | rx {:.1} Mbit/s | probe cpu {:.0}% lag p99 {:.1} ms{}",
+        verdict,
+        s.joins.join_pct,
+        p95(&m.audio_loss_pct),
+        p95(&m.freeze_pct),
+        p95(&m.frame_rate_pct),
+        p95(&m.delay_ms),
+        p95(&m.jitter_ms),
+        s.rx_mbps,
+        s.probe.load.cpu_pct,
+        s.probe_lag_ms.p99,
+        s.server.map_or(String::new(), |w| format!(" | server cpu {:.0}%", w.cpu_pct))
+    )
+}
