@@ -66,6 +66,10 @@ pub struct SfuProbeArgs {
     /// CPUs of the embedded SFU (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "0")]
     pub sfu_cpus: Vec<usize>,
+    /// The embedded SFU's config (configs/sfu.toml format), to measure the settings you run;
+    /// its listen addresses and pin-cpus are replaced by the probe's.
+    #[arg(long, value_name = "FILE.toml", conflicts_with = "target")]
+    pub sfu_config: Option<std::path::PathBuf>,
     /// CPUs the probe's threads are pinned to (comma-separated). By default the CPU after
     /// the embedded SFU's when the machine has one; not pinned against a --target.
     #[arg(long, value_delimiter = ',')]

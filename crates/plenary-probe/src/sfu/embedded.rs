@@ -10,8 +10,13 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    /// Starts the SFU on `bind` (ports chosen by the kernel), pinned to `cpus` if given.
-    pub fn start(bind: std::net::IpAddr, cpus: Option<&[usize]>) -> anyhow::Result<Embedded> {
+    /// Starts the SFU from `base` on `bind` (ports chosen by the kernel), pinned to `cpus`
+    /// if given.
+    pub fn start(
+        bind: std::net::IpAddr,
+        cpus: Option<&[usize]>,
+        base: plenary_sfu::SfuConfig,
+    ) -> anyhow::Result<Embedded> {
         let pin = cpus.map(<[usize]>::to_vec);
         let pin_media = pin.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -29,7 +34,7 @@ impl Embedded {
             http: any,
             media: any,
             pin_cpus: pin_media,
-            ..plenary_sfu::SfuConfig::default()
+            ..base
         };
         let sfu = runtime.block_on(async { tokio::spawn(plenary_sfu::serve(config)).await })??;
         Ok(Embedded {

@@ -90,7 +90,15 @@ pub fn run(args: SfuProbeArgs) -> anyhow::Result<i32> {
         },
         (None, _) => {
             let ip = args.bind_ip.unwrap_or([127, 0, 0, 1].into());
-            let e = embedded::Embedded::start(ip, sfu_cpus.as_deref())
+            let base_config = match &args.sfu_config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    plenary_sfu::config::parse_toml(&text, &path.display().to_string())?.0
+                }
+                None => plenary_sfu::SfuConfig::default(),
+            };
+            let e = embedded::Embedded::start(ip, sfu_cpus.as_deref(), base_config)
                 .context("starting the embedded SFU")?;
             let base = e.base_url();
             sfu = Some(e);
