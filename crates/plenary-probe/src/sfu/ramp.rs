@@ -151,35 +151,8 @@ pub fn staircase(start: u32, step: u32, max: u32) -> Vec<u32> {
     out
 }
 
-/// Where a ramp stands after each step.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct Knee {
-    /// Largest step (participants) that held.
-    pub capacity: Option<u32>,
-    /// The first step that failed and the first metric it broke.
-    pub first_breach: Option<(u32, Metric)>,
-    pub ended_by_failures: bool,
-    consecutive_failures: u32,
-}
-
-impl Knee {
-    /// Records a step; returns whether the ramp goes on.
-    pub fn record(&mut self, participants: u32, breaches: &[Breach]) -> bool {
-        match breaches.first() {
-            None => {
-                self.capacity = Some(self.capacity.map_or(participants, |c| c.max(participants)));
-                self.consecutive_failures = 0;
-            }
-            Some(first) => {
-                self.first_breach
-                    .get_or_insert((participants, first.metric));
-                self.consecutive_failures += 1;
-                self.ended_by_failures |= self.consecutive_failures >= 2;
-            }
-        }
-        !self.ended_by_failures
-    }
-}
+/// Where the SFU ramp stands after each step (the shared staircase logic).
+pub type Knee = crate::stats::knee::Knee<Metric>;
 
 /// Capacity over `--repeat` ramps: the smallest is what can be promised, the spread says
 /// how noisy the machine was.
@@ -249,19 +222,15 @@ mod tests {
         assert_eq!(staircase(10, 10, 40), [10, 20, 30, 40]);
         assert_eq!(staircase(10, 25, 60), [10, 35, 60]);
         assert_eq!(staircase(5, 1, 5), [5]);
-        let b = [Breach {
-            metric: Metric::AudioLoss,
-            value: 2.0,
-            limit: 1.0,
-        }];
+        let b = Some(Metric::AudioLoss);
         let mut k = Knee::default();
-        assert!(k.record(10, &[]));
-        assert!(k.record(20, &b));
-        assert!(k.record(30, &[]));
-        assert!(k.record(40, &b));
-        assert!(!k.record(50, &b));
+        assert!(k.record(10, None));
+        assert!(k.record(20, b));
+        assert!(k.record(30, None));
+        assert!(k.record(40, b));
+        assert!(!k.record(50, b));
         assert_eq!(
-            (k.capacity, k.first_breach),
+            (k.capacity, k.first_failure),
             (Some(30), Some((20, Metric::AudioLoss)))
         );
         assert_eq!(

@@ -100,8 +100,8 @@ impl<'a> Runner<'a> {
             steps.extend(s);
             repeats.push(RepeatResult {
                 capacity: knee.capacity,
-                first_breach: knee.first_breach.map(|f| f.1),
-                first_breach_at: knee.first_breach.map(|f| f.0),
+                first_breach: knee.first_failure.map(|f| f.1),
+                first_breach_at: knee.first_failure.map(|f| f.0),
                 ended_by_failures: knee.ended_by_failures,
             });
             self.teardown().await;
@@ -150,7 +150,7 @@ impl<'a> Runner<'a> {
             ));
             valid &= s.valid;
             // An invalid step says nothing about the server: it neither holds nor fails.
-            let go_on = s.valid && knee.record(n, &s.breaches);
+            let go_on = s.valid && knee.record(n, s.breaches.first().map(|b| b.metric));
             out.push(s);
             if !valid || !go_on || self.interrupted.load(Relaxed) {
                 break;

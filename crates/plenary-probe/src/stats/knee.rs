@@ -173,29 +173,41 @@ impl std::str::FromStr for RampSpec {
     }
 }
 
-/// Where the ramp stands after each step.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct Knee {
-    /// Largest step (allocations) that held; `None` if none did.
+/// Where a staircase ramp stands after each step; shared by the TURN and SFU probes, each
+/// with its own metric type `M`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Knee<M> {
+    /// Largest step (allocations, participants) that held; `None` if none did.
     pub capacity: Option<u32>,
     /// The first step that failed and the first metric it broke.
-    pub first_failure: Option<(u32, Metric)>,
+    pub first_failure: Option<(u32, M)>,
     /// Two consecutive failures ended the ramp.
     pub ended_by_failures: bool,
     consecutive_failures: u32,
 }
 
-impl Knee {
-    /// Records a step; returns whether the ramp should go on.
-    pub fn record(&mut self, allocations: u32, breaches: &[Breach]) -> bool {
-        match breaches.first() {
+impl<M> Default for Knee<M> {
+    fn default() -> Self {
+        Self {
+            capacity: None,
+            first_failure: None,
+            ended_by_failures: false,
+            consecutive_failures: 0,
+        }
+    }
+}
+
+impl<M: Copy> Knee<M> {
+    /// Records a step and the first metric it broke (`None`: it held); returns whether the
+    /// ramp should go on.
+    pub fn record(&mut self, step: u32, first_breach: Option<M>) -> bool {
+        match first_breach {
             None => {
-                self.capacity = Some(self.capacity.map_or(allocations, |c| c.max(allocations)));
+                self.capacity = Some(self.capacity.map_or(step, |c| c.max(step)));
                 self.consecutive_failures = 0;
             }
-            Some(first) => {
-                self.first_failure
-                    .get_or_insert((allocations, first.metric));
+            Some(metric) => {
+                self.first_failure.get_or_insert((step, metric));
                 self.consecutive_failures += 1;
                 if self.consecutive_failures >= 2 {
                     self.ended_by_failures = true;
@@ -249,24 +261,20 @@ mod tests {
         }
     }
 
-    fn breach(metric: Metric) -> Vec<Breach> {
-        vec![Breach {
-            metric,
-            value: 2.0,
-            limit: 1.0,
-        }]
+    fn breach(metric: Metric) -> Option<Metric> {
+        Some(metric)
     }
 
     #[test]
     fn knee_is_the_largest_step_that_held() {
         let mut k = Knee::default();
-        assert!(k.record(50, &[]));
-        assert!(k.record(100, &[]));
-        assert!(k.record(150, &breach(Metric::Loss)));
+        assert!(k.record(50, None));
+        assert!(k.record(100, None));
+        assert!(k.record(150, breach(Metric::Loss)));
         // A single failure does not end the ramp; a later pass raises capacity.
-        assert!(k.record(200, &[]));
-        assert!(k.record(250, &breach(Metric::Delay)));
-        assert!(!k.record(300, &breach(Metric::Loss)));
+        assert!(k.record(200, None));
+        assert!(k.record(250, breach(Metric::Delay)));
+        assert!(!k.record(300, breach(Metric::Loss)));
         assert_eq!(k.capacity, Some(200));
         assert_eq!(k.first_failure, Some((150, Metric::Loss)));
         assert!(k.ended_by_failures);
@@ -275,8 +283,8 @@ mod tests {
     #[test]
     fn no_step_held() {
         let mut k = Knee::default();
-        assert!(k.record(10, &breach(Metric::Joins)));
-        assert!(!k.record(20, &breach(Metric::Joins)));
+        assert!(k.record(10, breach(Metric::Joins)));
+        assert!(!k.record(20, breach(Metric::Joins)));
         assert_eq!(k.capacity, None);
         assert_eq!(k.first_failure, Some((10, Metric::Joins)));
     }

@@ -12,7 +12,7 @@ use super::shared::{lock, measure_epoch, Counters, Shared};
 use super::step::{summarize, ProbeWindow, ServerWindow, Setup, StepInput, StepResult};
 use crate::procfs::{self, ProcSample};
 use crate::report::Tick;
-use crate::stats::knee::Knee;
+use crate::stats::knee::{Knee, Metric};
 use crate::stats::percentile::Percentiles;
 use crate::stats::validity::LoadSide;
 use std::collections::BTreeMap;
@@ -28,7 +28,7 @@ const CHANNEL: u16 = 0x4000;
 
 pub struct RunOutput {
     pub steps: Vec<StepResult>,
-    pub knee: Knee,
+    pub knee: Knee<Metric>,
     pub timeline: Vec<Tick>,
     pub interrupted: bool,
     pub peers: Vec<SocketAddr>,
@@ -125,7 +125,7 @@ impl Driver<'_> {
         }
     }
 
-    async fn steps(&mut self) -> (Vec<StepResult>, Knee) {
+    async fn steps(&mut self) -> (Vec<StepResult>, Knee<Metric>) {
         let mut knee = Knee::default();
         let mut out = Vec::new();
         let plan = self.plan;
@@ -154,7 +154,10 @@ impl Driver<'_> {
                 result.flow_jitter_ms.p95,
                 if result.valid { String::new() } else { format!(" | INVALID: {}", result.invalid_reasons.join("; ")) }
             ));
-            let (valid, go_on) = (result.valid, knee.record(target, &result.breaches));
+            let (valid, go_on) = (
+                result.valid,
+                knee.record(target, result.breaches.first().map(|b| b.metric)),
+            );
             out.push(result);
             if !valid || !go_on || self.interrupted.load(Relaxed) {
                 break;
