@@ -112,6 +112,10 @@ pub(crate) struct Shared {
     pub(crate) router: workers::Router,
     /// Datagrams one worker passed to another (pre-connection ICE only, normally).
     pub(crate) handoffs: std::sync::atomic::AtomicU64,
+    /// Peer address → owning worker, for datagrams (DTLS right after ICE) that reach another
+    /// worker before the owner's connected socket exists. Read only on that unknown-source
+    /// path, written when a worker learns or forgets an address.
+    pub(crate) claims: std::sync::Mutex<std::collections::HashMap<SocketAddr, usize>>,
 }
 
 impl Shared {
@@ -260,6 +264,7 @@ pub async fn serve(config: SfuConfig) -> anyhow::Result<RunningSfu> {
         config: config.clone(),
         router: workers::Router::new(senders),
         handoffs: std::sync::atomic::AtomicU64::new(0),
+        claims: std::sync::Mutex::new(std::collections::HashMap::new()),
     });
     let mut media_threads = Vec::with_capacity(n);
     for (w, (sock, rx)) in sockets.into_iter().zip(receivers).enumerate() {

@@ -664,7 +664,16 @@ impl MediaLoop {
                     self.to_disconnect.push(c.token);
                 }
             }
-            self.by_addr.retain(|_, v| *v != peer_id);
+            let shared = self.shared.clone();
+            let mut claims = shared.claims.lock().unwrap_or_else(|e| e.into_inner());
+            self.by_addr.retain(|addr, v| {
+                let keep = *v != peer_id;
+                if !keep {
+                    claims.remove(addr);
+                }
+                keep
+            });
+            drop(claims);
         }
         let mut empty = false;
         if let Some(room) = self.rooms.get_mut(&room_name) {

@@ -121,6 +121,8 @@ impl MediaLoop {
             while let Ok(cmd) = self.cmds.try_recv() {
                 self.command(cmd);
             }
+            // Hand-offs may have taught us new addresses: connect before waiting.
+            self.connect_pending(&mut io);
             let now = Instant::now();
             self.timers(now);
             if now >= self.next_policy {
@@ -146,18 +148,7 @@ impl MediaLoop {
                 io.read(token, &mut buf, |_, src, data| self.datagram(src, data));
             }
             io.give_back(ready);
-            for (peer, remote) in self.to_connect.drain(..) {
-                let Some(p) = self.peers.get_mut(&peer) else {
-                    continue;
-                };
-                if p.conn.is_some() {
-                    continue;
-                }
-                match io.connect(peer, remote) {
-                    Ok(c) => p.conn = Some(c),
-                    Err(e) => tracing::debug!(peer, %remote, "no connected socket: {e}"),
-                }
-            }
+            self.connect_pending(&mut io);
             for token in self.to_disconnect.drain(..) {
                 io.disconnect(token);
             }
@@ -166,6 +157,22 @@ impl MediaLoop {
         let ids: Vec<u64> = self.participants.keys().copied().collect();
         for id in ids {
             self.remove_participant(id);
+        }
+    }
+
+    /// Opens the connected sockets for addresses learned since the last call.
+    fn connect_pending(&mut self, io: &mut io::Io) {
+        for (peer, remote) in self.to_connect.drain(..) {
+            let Some(p) = self.peers.get_mut(&peer) else {
+                continue;
+            };
+            if p.conn.is_some() {
+                continue;
+            }
+            match io.connect(peer, remote) {
+                Ok(c) => p.conn = Some(c),
+                Err(e) => tracing::debug!(peer, %remote, "no connected socket: {e}"),
+            }
         }
     }
 
@@ -222,6 +229,7 @@ impl MediaLoop {
                     return;
                 };
                 self.by_addr.insert(src, id);
+                self.claims().insert(src, self.worker);
                 self.to_connect.push((id, src));
                 id
             }
@@ -279,9 +287,16 @@ impl MediaLoop {
         }
     }
 
+    pub(super) fn claims(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<SocketAddr, usize>> {
+        self.shared.claims.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// A datagram from an unknown address: another worker's peer (hand it over), or noise.
     fn not_mine(&mut self, src: SocketAddr, data: &[u8]) {
-        match io::stun_owner(data) {
+        let owner = io::stun_owner(data).or_else(|| self.claims().get(&src).copied());
+        match owner {
             Some(w) if w != self.worker => {
                 if let Some(tx) = self.shared.router.worker(w) {
                     // Rare: only until the peer's connected socket exists.
