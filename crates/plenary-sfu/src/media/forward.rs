@@ -121,7 +121,11 @@ impl MediaLoop {
             let out_pt = match pt_map {
                 Some((a, b)) if a == in_pt => b,
                 _ => {
-                    if sub.rtc.media(mid).is_none() {
+                    // First packet on this slot (or after a renegotiation reset the cache):
+                    // check the m-line is negotiated and has a stream, once, not per packet.
+                    if sub.rtc.media(mid).is_none()
+                        || sub.rtc.direct_api().stream_tx_by_mid(mid, None).is_none()
+                    {
                         continue;
                     }
                     let Some(b) = subscriber_pt(sub, mid, codec, in_pt) else {
@@ -134,9 +138,6 @@ impl MediaLoop {
                     b
                 }
             };
-            if sub.rtc.direct_api().stream_tx_by_mid(mid, None).is_none() {
-                continue;
-            }
             let Some(slot) = sub.slots.get_mut(r.slot) else {
                 continue;
             };
