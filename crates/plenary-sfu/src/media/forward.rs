@@ -159,7 +159,7 @@ impl MediaLoop {
             self.stats.forwarded_bytes += p.payload.len() as u64;
             // Send what the write queued. Input-driven events were drained before any write,
             // so only transmits (and at most an estimate) come out here.
-            sub.drain(&self.sock, &mut evs);
+            sub.drain(&self.sock, &mut evs, now);
             for ev in evs.drain(..) {
                 if let super::peer::PeerEvent::Estimate(bps) = ev {
                     sub.estimate_bps = Some(bps);
@@ -209,7 +209,7 @@ impl MediaLoop {
             self.stats.keyframe_requests += 1;
         }
         let mut evs = std::mem::take(&mut self.sub_events);
-        p.drain(&self.sock, &mut evs);
+        p.drain(&self.sock, &mut evs, Instant::now());
         evs.clear();
         self.sub_events = evs;
     }

@@ -256,7 +256,7 @@ impl MediaLoop {
         let mut events = std::mem::take(&mut self.events);
         events.clear();
         let alive = match self.peers.get_mut(&id) {
-            Some(p) => p.drain(&self.sock, &mut events),
+            Some(p) => p.drain(&self.sock, &mut events, now),
             None => true,
         };
         for ev in events.drain(..) {

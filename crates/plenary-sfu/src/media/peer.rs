@@ -7,9 +7,13 @@ use str0m::bwe::BweKind;
 use str0m::change::SdpPendingOffer;
 use str0m::media::{MediaKind, Mid, Rid};
 use str0m::rtp::RtpPacket;
-use str0m::{Event, IceConnectionState, Output, Rtc};
+use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
 use super::slot::{Slot, SlotRole};
+
+/// Due timeouts handled within one drain: more than a pacer burst (63 kB, ~55 packets), and
+/// a bound so a misbehaving state machine cannot hold the worker.
+const MAX_IMMEDIATE_TIMEOUTS: u32 = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PeerKind {
@@ -92,10 +96,26 @@ impl Peer {
 
     /// Sends what the `Rtc` wants sent and collects events into `out`. Returns false when the
     /// connection is dead.
-    pub(crate) fn drain(&mut self, sock: &UdpSocket, out: &mut Vec<PeerEvent>) -> bool {
+    ///
+    /// A timeout that is already due is handled here, not on the next loop pass: str0m's pacer
+    /// releases one packet per timeout, so deferring it would cap a subscriber at one packet
+    /// per pass of the worker and video would queue for seconds under load.
+    pub(crate) fn drain(
+        &mut self,
+        sock: &UdpSocket,
+        out: &mut Vec<PeerEvent>,
+        now: Instant,
+    ) -> bool {
+        let mut immediate = 0;
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
+                    if t <= now && immediate < MAX_IMMEDIATE_TIMEOUTS {
+                        immediate += 1;
+                        if self.rtc.handle_input(Input::Timeout(now)).is_ok() {
+                            continue;
+                        }
+                    }
                     self.next_timeout = t;
                     break;
                 }
