@@ -55,6 +55,7 @@ struct MediaDoc {
     workers: Option<usize>,
     max_peers: Option<usize>,
     bandwidth_estimation: Option<bool>,
+    initial_estimate_kbps: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -155,6 +156,16 @@ pub fn parse_toml(text: &str, file: &str) -> Result<(SfuConfig, OpsConfig), Conf
     }
     if let Some(v) = doc.media.bandwidth_estimation {
         c.bandwidth_estimation = v;
+    }
+    if let Some(v) = doc.media.initial_estimate_kbps {
+        if !(100..=100_000).contains(&v) {
+            return Err(err(
+                "media.initial-estimate-kbps",
+                format!("initial-estimate-kbps = {v} is outside 100..=100000"),
+                "set what one subscriber usually receives, e.g. 3000",
+            ));
+        }
+        c.initial_estimate_kbps = v;
     }
     if let Some(v) = doc.media.max_peers {
         if v == 0 {

@@ -62,6 +62,9 @@ pub struct SfuConfig {
     /// TWCC/REMB bandwidth estimation (and str0m's pacer) on subscriber connections; the
     /// simulcast layer choice uses it. Off: every subscriber gets the lowest layer it allows.
     pub bandwidth_estimation: bool,
+    /// Where each subscriber's estimate starts, kbit/s. str0m paces at 1.1x the estimate, so
+    /// a start below what a subscriber receives queues its video until the estimate grows.
+    pub initial_estimate_kbps: u64,
 }
 
 /// TURN servers handed to clients, with TURN REST credentials from `plenary turn`'s secret.
@@ -88,6 +91,7 @@ impl Default for SfuConfig {
             last_n: 9,
             max_peers: 4096,
             bandwidth_estimation: true,
+            initial_estimate_kbps: 3000,
         }
     }
 }

@@ -88,7 +88,9 @@ impl MediaLoop {
         let mut cfg = RtcConfig::new().set_ice_lite(true).set_rtp_mode(true);
         if subscriber && self.config.bandwidth_estimation {
             cfg = cfg
-                .enable_bwe(Some(str0m::bwe::Bitrate::kbps(600)))
+                .enable_bwe(Some(str0m::bwe::Bitrate::kbps(
+                    self.config.initial_estimate_kbps,
+                )))
                 .set_stats_interval(Some(std::time::Duration::from_secs(1)));
         }
         // The ufrag names this worker, so checks reaching another worker's socket find us.
