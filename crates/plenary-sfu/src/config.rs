@@ -61,6 +61,7 @@ struct MediaDoc {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RoomsDoc {
+    spill_at: Option<usize>,
     audio_slots: Option<usize>,
     last_n: Option<usize>,
     token_secrets: Option<Vec<String>>,
@@ -176,6 +177,9 @@ pub fn parse_toml(text: &str, file: &str) -> Result<(SfuConfig, OpsConfig), Conf
             ));
         }
         c.max_peers = v;
+    }
+    if let Some(v) = doc.rooms.spill_at {
+        c.room_spill = v;
     }
     if let Some(v) = doc.rooms.audio_slots {
         if !(1..=16).contains(&v) {

@@ -65,6 +65,9 @@ pub struct SfuConfig {
     /// Where each subscriber's estimate starts, kbit/s. str0m paces at 1.1x the estimate, so
     /// a start below what a subscriber receives queues its video until the estimate grows.
     pub initial_estimate_kbps: u64,
+    /// Members a room holds on one worker before joins also go to other workers, with its
+    /// tracks piped between them (0: a room stays on one worker).
+    pub room_spill: usize,
 }
 
 /// TURN servers handed to clients, with TURN REST credentials from `plenary turn`'s secret.
@@ -92,6 +95,7 @@ impl Default for SfuConfig {
             max_peers: 4096,
             bandwidth_estimation: true,
             initial_estimate_kbps: 3000,
+            room_spill: 150,
         }
     }
 }
@@ -266,7 +270,7 @@ pub async fn serve(config: SfuConfig) -> anyhow::Result<RunningSfu> {
         draining: AtomicBool::new(false),
         peers: (0..n).map(|_| AtomicUsize::new(0)).collect(),
         config: config.clone(),
-        router: workers::Router::new(senders),
+        router: workers::Router::new(senders, config.room_spill),
         handoffs: std::sync::atomic::AtomicU64::new(0),
         claims: std::sync::Mutex::new(std::collections::HashMap::new()),
     });
@@ -351,6 +355,8 @@ pub(crate) enum Cmd {
         src: SocketAddr,
         data: Vec<u8>,
     },
+    /// Between the workers a large room spans: membership, tracks, media, keyframe requests.
+    Pipe(media::PipeMsg),
 }
 
 pub(crate) enum RoomCmd {

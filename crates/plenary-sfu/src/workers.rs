@@ -5,16 +5,17 @@
 //! alone finds its worker. Placement is consulted on joins only, never per packet.
 
 use std::collections::HashMap;
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Mutex, OnceLock};
 
 use crate::Cmd;
 
 /// Ids are `(counter << 8) | worker`.
 pub(crate) const WORKER_BITS: u32 = 8;
-pub(crate) const MAX_WORKERS: usize = 1 << WORKER_BITS;
+/// A room's span is a 64-bit mask of workers.
+pub(crate) const MAX_WORKERS: usize = 64;
 
 pub(crate) fn worker_of(id: u64) -> usize {
-    (id & (MAX_WORKERS as u64 - 1)) as usize
+    (id & ((1 << WORKER_BITS) - 1)) as usize
 }
 
 /// ICE ufrags start with the worker index, so a STUN check landing on another worker's
@@ -29,22 +30,63 @@ pub(crate) fn worker_of_ufrag(ufrag: &str) -> Option<usize> {
     n.parse().ok()
 }
 
-#[derive(Default)]
+/// Where a room lives: its members per worker. The first worker is its home; joins spill to
+/// other workers once the home holds `spill` members, and the room's tracks are piped between
+/// the workers it spans (see `media::pipe`).
 struct RoomPlace {
-    worker: usize,
-    /// Joins routed to the room and not yet gone (sessions and room participants).
-    members: usize,
+    members: Vec<usize>,
+}
+
+impl RoomPlace {
+    fn mask(&self) -> u64 {
+        self.members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| **m > 0)
+            .fold(0, |acc, (w, _)| acc | (1 << w))
+    }
+}
+
+/// The worker's channel is closed: it has stopped.
+#[derive(Debug)]
+pub(crate) struct Stopped;
+
+/// One worker's command channel, and the waker that gets it out of epoll at once.
+pub(crate) struct WorkerTx<'a> {
+    index: usize,
+    tx: &'a mpsc::Sender<Cmd>,
+    waker: Option<&'a mio::Waker>,
+}
+
+impl WorkerTx<'_> {
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Err: the worker has stopped.
+    pub(crate) fn send(&self, cmd: Cmd) -> Result<(), Stopped> {
+        self.tx.send(cmd).map_err(|_| Stopped)?;
+        if let Some(w) = self.waker {
+            let _ = w.wake();
+        }
+        Ok(())
+    }
 }
 
 pub(crate) struct Router {
     senders: Vec<mpsc::Sender<Cmd>>,
+    wakers: Vec<OnceLock<mio::Waker>>,
+    /// Members a room gets on one worker before it spans another (0: never).
+    spill: usize,
     rooms: Mutex<HashMap<String, RoomPlace>>,
 }
 
 impl Router {
-    pub(crate) fn new(senders: Vec<mpsc::Sender<Cmd>>) -> Self {
+    pub(crate) fn new(senders: Vec<mpsc::Sender<Cmd>>, spill: usize) -> Self {
         Self {
+            wakers: senders.iter().map(|_| OnceLock::new()).collect(),
             senders,
+            spill,
             rooms: Mutex::new(HashMap::new()),
         }
     }
@@ -53,52 +95,109 @@ impl Router {
         self.senders.len()
     }
 
-    /// The worker for a join into `room`: where the room lives, else the one with fewest
-    /// members. Counts the join; the worker calls `left` when it ends (or fails).
-    pub(crate) fn join(&self, room: &str) -> &mpsc::Sender<Cmd> {
+    /// Each worker registers its epoll waker once, at start.
+    pub(crate) fn set_waker(&self, worker: usize, waker: mio::Waker) {
+        if let Some(slot) = self.wakers.get(worker) {
+            let _ = slot.set(waker);
+        }
+    }
+
+    fn tx(&self, w: usize) -> WorkerTx<'_> {
+        WorkerTx {
+            index: w,
+            tx: &self.senders[w],
+            waker: self.wakers[w].get(),
+        }
+    }
+
+    /// The worker for a join into `room`: the room's home until it holds `spill` members,
+    /// then whichever of the workers holds fewest of the room. Counts the join; the worker
+    /// calls `left` when it ends (or fails). When the room comes to span a new worker, every
+    /// worker of the room is told before the join is routed.
+    pub(crate) fn join(&self, room: &str) -> WorkerTx<'_> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        let n = self.senders.len();
         let worker = match rooms.get_mut(room) {
             Some(p) => {
-                p.members += 1;
-                p.worker
+                let home = p.members.iter().position(|m| *m > 0).unwrap_or(0);
+                let w = if self.spill == 0 || p.members[home] < self.spill {
+                    home
+                } else {
+                    (0..n)
+                        .min_by_key(|w| (p.members[*w], *w != home))
+                        .unwrap_or(home)
+                };
+                p.members[w] += 1;
+                if p.members[w] == 1 {
+                    self.tell_span(room, p.mask(), Some(w));
+                }
+                w
             }
             None => {
-                let mut load = vec![0usize; self.senders.len()];
+                let mut load = vec![0usize; n];
                 for p in rooms.values() {
-                    load[p.worker] += p.members;
+                    for (w, m) in p.members.iter().enumerate() {
+                        load[w] += m;
+                    }
                 }
-                let w = (0..load.len()).min_by_key(|w| load[*w]).unwrap_or(0);
-                rooms.insert(
-                    room.to_owned(),
-                    RoomPlace {
-                        worker: w,
-                        members: 1,
-                    },
-                );
+                let w = (0..n).min_by_key(|w| load[*w]).unwrap_or(0);
+                let mut members = vec![0; n];
+                members[w] = 1;
+                rooms.insert(room.to_owned(), RoomPlace { members });
                 w
             }
         };
-        &self.senders[worker]
+        self.tx(worker)
     }
 
-    /// A member of `room` is gone; the room is forgotten with its last member.
-    pub(crate) fn left(&self, room: &str) {
+    /// A member of `room` on `worker` is gone; the room is forgotten with its last member.
+    pub(crate) fn left(&self, room: &str, worker: usize) {
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = rooms.get_mut(room) {
-            p.members = p.members.saturating_sub(1);
-            if p.members == 0 {
+        let Some(p) = rooms.get_mut(room) else {
+            return;
+        };
+        let Some(m) = p.members.get_mut(worker) else {
+            return;
+        };
+        *m = m.saturating_sub(1);
+        if *m == 0 {
+            let mask = p.mask();
+            if mask == 0 {
                 rooms.remove(room);
+            } else {
+                self.tell_span(room, mask, None);
+                // The worker that emptied must drop its replica too.
+                let _ = self.tx(worker).send(Cmd::Pipe(crate::media::PipeMsg::Span {
+                    room: room.to_owned(),
+                    workers: 0,
+                }));
+            }
+        }
+    }
+
+    /// Tells every worker of the room its span; a newly added worker first, so that it has
+    /// the span before the others' syncs reach it.
+    fn tell_span(&self, room: &str, mask: u64, added: Option<usize>) {
+        let order = added
+            .into_iter()
+            .chain((0..self.senders.len()).filter(|w| Some(*w) != added));
+        for w in order {
+            if mask & (1 << w) != 0 {
+                let _ = self.tx(w).send(Cmd::Pipe(crate::media::PipeMsg::Span {
+                    room: room.to_owned(),
+                    workers: mask,
+                }));
             }
         }
     }
 
     /// The worker holding an id made by `worker_of`'s scheme.
-    pub(crate) fn by_id(&self, id: u64) -> Option<&mpsc::Sender<Cmd>> {
-        self.senders.get(worker_of(id))
+    pub(crate) fn by_id(&self, id: u64) -> Option<WorkerTx<'_>> {
+        (worker_of(id) < self.senders.len()).then(|| self.tx(worker_of(id)))
     }
 
-    pub(crate) fn worker(&self, w: usize) -> Option<&mpsc::Sender<Cmd>> {
-        self.senders.get(w)
+    pub(crate) fn worker(&self, w: usize) -> Option<WorkerTx<'_>> {
+        (w < self.senders.len()).then(|| self.tx(w))
     }
 }
 
@@ -110,26 +209,51 @@ mod tests {
     fn rooms_go_to_the_least_loaded_worker_and_stay_there() {
         let (a, _ra) = mpsc::channel();
         let (b, _rb) = mpsc::channel();
-        let r = Router::new(vec![a, b]);
-        let place = |room: &str| {
-            let s = r.join(room) as *const _;
-            if std::ptr::eq(s, &r.senders[0]) {
-                0
-            } else {
-                1
-            }
-        };
+        let r = Router::new(vec![a, b], 0);
+        let place = |room: &str| r.join(room).index();
         assert_eq!(place("big"), 0);
         assert_eq!(place("big"), 0);
         assert_eq!(place("small"), 1);
         assert_eq!(place("other"), 1, "worker 1 has 1 member, worker 0 has 2");
-        r.left("big");
-        r.left("big");
+        r.left("big", 0);
+        r.left("big", 0);
         assert_eq!(
             place("big"),
             0,
             "forgotten with its last member, placed afresh"
         );
+    }
+
+    fn spans(rx: &mpsc::Receiver<Cmd>) -> Vec<u64> {
+        rx.try_iter()
+            .filter_map(|c| match c {
+                Cmd::Pipe(crate::media::PipeMsg::Span { workers, .. }) => Some(workers),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_room_spills_to_other_workers_and_each_is_told_its_span() {
+        let (a, ra) = mpsc::channel();
+        let (b, rb) = mpsc::channel();
+        let r = Router::new(vec![a, b], 2);
+        let placed: Vec<usize> = (0..6).map(|_| r.join("big").index()).collect();
+        assert_eq!(
+            placed,
+            vec![0, 0, 1, 1, 0, 1],
+            "home until 2, then the emptier worker"
+        );
+        assert_eq!(spans(&ra), vec![0b11]);
+        assert_eq!(spans(&rb), vec![0b11]);
+        // Worker 1's members leave: worker 0 learns the room is its alone, worker 1 drops it.
+        for _ in 0..3 {
+            r.left("big", 1);
+        }
+        assert_eq!(spans(&ra), vec![0b01]);
+        assert_eq!(spans(&rb), vec![0]);
+        assert_eq!(r.join("big").index(), 1, "spills again");
+        assert_eq!(spans(&rb), vec![0b11]);
     }
 
     #[test]

@@ -18,12 +18,38 @@ const SEC: Duration = Duration::from_secs(1);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_participants_exchange_video_and_audio() {
+    exchange(|_| {}, false).await;
+}
+
+/// The same across two workers: with `room_spill` 1 the second participant lands on the other
+/// worker, and everything (events, tracks, media, speaker audio) crosses the pipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_participants_on_two_workers_exchange_through_the_pipe() {
+    exchange(
+        |c| {
+            c.workers = 2;
+            c.room_spill = 1;
+        },
+        true,
+    )
+    .await;
+}
+
+async fn exchange(config: impl FnOnce(&mut plenary_sfu::SfuConfig), two_workers: bool) {
     let _serial = SERIAL.lock().await;
-    let sfu = start_sfu(|_| {}).await;
+    let sfu = start_sfu(config).await;
     let http = sfu.http_addr();
 
     let mut a = Client::join(http, "r1", "ada").await;
     let mut b = Client::join(http, "r1", "bob").await;
+    let worker = |id: &str| id.trim_start_matches('p').parse::<u64>().unwrap() & 0xff;
+    assert_eq!(
+        worker(&a.id) != worker(&b.id),
+        two_workers,
+        "{} and {}",
+        a.id,
+        b.id
+    );
     // A sees B arrive; B's `joined` lists A.
     a.wait("participant_joined", 5 * SEC, |v| {
         v["type"] == "participant_joined" && v["participant"] == b.id.as_str() && v["name"] == "bob"

@@ -66,14 +66,18 @@ fn http(addr: SocketAddr, method: &str, path: &str, ctype: Option<&str>, body: &
 }
 
 async fn start() -> RunningSfu {
+    start_with(|_| {}).await
+}
+
+async fn start_with(f: impl FnOnce(&mut SfuConfig)) -> RunningSfu {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    serve(SfuConfig {
+    let mut config = SfuConfig {
         http: any,
         media: any,
         ..SfuConfig::default()
-    })
-    .await
-    .expect("sfu starts")
+    };
+    f(&mut config);
+    serve(config).await.expect("sfu starts")
 }
 
 #[derive(Default)]
@@ -229,6 +233,16 @@ struct Run {
     audio: u64,
     keyframes: u64,
     deletes: (u16, u16, u16),
+    /// Media workers of the publisher and the viewer (low byte of their resource ids).
+    workers: (u64, u64),
+}
+
+fn worker_of_location(loc: &str) -> u64 {
+    let id: u64 = loc
+        .trim_start_matches("/resource/")
+        .parse()
+        .expect("numeric resource id");
+    id & 0xff
 }
 
 /// A WHIP publisher sends `n` video packets (and n/4 audio) to `room`; a WHEP viewer counts
@@ -265,6 +279,7 @@ fn publish_and_view(addr: SocketAddr, room: &str, n: u64) -> Run {
         video: view.got_video.load(Ordering::SeqCst),
         audio: view.got_audio.load(Ordering::SeqCst),
         keyframes: publ.keyframe_requests.load(Ordering::SeqCst),
+        workers: (worker_of_location(&pub_loc), worker_of_location(&view_loc)),
         deletes: (
             http(addr, "DELETE", &view_loc, None, "").status,
             http(addr, "DELETE", &view_loc, None, "").status,
@@ -322,15 +337,7 @@ async fn whip_publisher_reaches_whep_viewer() {
 /// hand-offs between workers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_on_two_workers_share_one_port() {
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let sfu = serve(SfuConfig {
-        http: any,
-        media: any,
-        workers: 2,
-        ..SfuConfig::default()
-    })
-    .await
-    .expect("sfu starts");
+    let sfu = start_with(|c| c.workers = 2).await;
     assert_eq!(sfu.workers(), 2);
     let addr = sfu.http_addr();
     const N: u64 = 400;
@@ -346,6 +353,34 @@ async fn rooms_on_two_workers_share_one_port() {
         handoffs < 40,
         "{handoffs} datagrams were handed between workers"
     );
+}
+
+/// One room across two workers: with `room_spill` 1 the viewer joins on the other worker, and
+/// the publisher's packets are piped to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_room_spans_two_workers() {
+    let sfu = start_with(|c| {
+        c.workers = 2;
+        c.room_spill = 1;
+    })
+    .await;
+    let addr = sfu.http_addr();
+    const N: u64 = 400;
+    let run = tokio::task::spawn_blocking(move || publish_and_view(addr, "big", N))
+        .await
+        .unwrap();
+    // After both left, the room is placed afresh: a new publisher and viewer span it again.
+    let again = tokio::task::spawn_blocking(move || publish_and_view(addr, "big", N))
+        .await
+        .unwrap();
+    sfu.shutdown().await;
+    assert_ne!(
+        run.workers.0, run.workers.1,
+        "viewer joined on the other worker"
+    );
+    assert_complete(&run, N);
+    assert_ne!(again.workers.0, again.workers.1);
+    assert_complete(&again, N);
 }
 
 #[tokio::test]

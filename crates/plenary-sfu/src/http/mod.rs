@@ -230,8 +230,9 @@ async fn offer(req: Request<Incoming>, shared: &Shared, room: String, publisher:
             reply: tx,
         }
     };
-    if shared.router.join(&room_name).send(cmd).is_err() {
-        shared.router.left(&room_name);
+    let worker = shared.router.join(&room_name);
+    if worker.send(cmd).is_err() {
+        shared.router.left(&room_name, worker.index());
         return text(StatusCode::SERVICE_UNAVAILABLE, "sfu is shutting down");
     }
     match tokio::time::timeout(Duration::from_secs(5), rx).await {

@@ -134,8 +134,9 @@ async fn session<S>(
         events: ev_tx,
         reply: tx,
     });
-    if shared.router.join(&room).send(join).is_err() {
-        shared.router.left(&room);
+    let worker = shared.router.join(&room);
+    if worker.send(join).is_err() {
+        shared.router.left(&room, worker.index());
         let _ = send(&mut ws, &error("sfu is shutting down")).await;
         return;
     }

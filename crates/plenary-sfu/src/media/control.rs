@@ -25,22 +25,35 @@ const MAX_SLOTS: usize = 128;
 
 impl MediaLoop {
     pub(super) fn command(&mut self, cmd: Cmd) {
+        let room = match &cmd {
+            Cmd::Whip { room, .. } | Cmd::Whep { room, .. } => Some(room.clone()),
+            Cmd::Room(RoomCmd::Join { room, .. }) => Some(room.clone()),
+            _ => None,
+        };
+        let cmd = match room {
+            Some(room) => match self.park_join(&room, cmd) {
+                Some(cmd) => cmd,
+                None => return,
+            },
+            None => cmd,
+        };
         match cmd {
             Cmd::Whip { room, offer, reply } => {
                 let r = self.http_session(room.clone(), offer, PeerKind::Whip);
                 if r.is_err() {
-                    self.shared.router.left(&room);
+                    self.shared.router.left(&room, self.worker);
                 }
                 let _ = reply.send(r);
             }
             Cmd::Whep { room, offer, reply } => {
                 let r = self.http_session(room.clone(), offer, PeerKind::Whep);
                 if r.is_err() {
-                    self.shared.router.left(&room);
+                    self.shared.router.left(&room, self.worker);
                 }
                 let _ = reply.send(r);
             }
             Cmd::Handoff { src, data } => self.datagram(src, &data),
+            Cmd::Pipe(msg) => self.pipe(msg),
             Cmd::Leave { id, reply } => {
                 let known = self
                     .participants
@@ -59,7 +72,7 @@ impl MediaLoop {
             }) => {
                 let r = self.room_join(room.clone(), name, events);
                 if r.is_err() {
-                    self.shared.router.left(&room);
+                    self.shared.router.left(&room, self.worker);
                 }
                 let _ = reply.send(r);
             }
@@ -107,7 +120,7 @@ impl MediaLoop {
         Ok(rtc)
     }
 
-    fn room_mut(&mut self, room: &str) -> &mut Room {
+    pub(super) fn room_mut(&mut self, room: &str) -> &mut Room {
         let slots = self.config.audio_slots;
         self.rooms
             .entry(room.to_owned())
@@ -146,6 +159,7 @@ impl MediaLoop {
             },
         );
         self.room_mut(&room).participants.push(id);
+        self.pipe_participant_up(id);
         if publishes {
             self.announce(id, |pid, name| ServerMsg::ParticipantJoined {
                 participant: pid,
@@ -160,7 +174,7 @@ impl MediaLoop {
     }
 
     /// Sends to every other visible room member with events.
-    fn announce(&self, from: u64, msg: impl Fn(String, String) -> ServerMsg) {
+    pub(super) fn announce(&self, from: u64, msg: impl Fn(String, String) -> ServerMsg) {
         let Some(p) = self.participants.get(&from) else {
             return;
         };
@@ -242,6 +256,7 @@ impl MediaLoop {
             },
         );
         self.room_mut(&room).participants.push(id);
+        self.pipe_participant_up(id);
         self.announce(id, |pid, name| ServerMsg::ParticipantJoined {
             participant: pid,
             name,
@@ -604,6 +619,7 @@ impl MediaLoop {
                 let room = p.room.clone();
                 self.room_mut(&room).tracks.push(id);
             }
+            self.pipe_track_up(id);
             self.announce(owner, |pid, _| ServerMsg::TrackPublished {
                 participant: pid,
                 track: info.clone(),
@@ -632,6 +648,13 @@ impl MediaLoop {
         let Some(p) = self.participants.get(&id) else {
             return;
         };
+        // A remote participant's own worker tells the others; only local ones are ours to tell.
+        let local = crate::workers::worker_of(id) == self.worker;
+        if local {
+            self.pipe_room(&p.room.clone(), || {
+                Some(super::PipeMsg::ParticipantDown { id })
+            });
+        }
         if p.visible {
             self.announce(id, |pid, name| ServerMsg::ParticipantLeft {
                 participant: pid,
@@ -658,7 +681,9 @@ impl MediaLoop {
                 }
             }
         }
-        self.shared.router.left(&room_name);
+        if local {
+            self.shared.router.left(&room_name, self.worker);
+        }
         for peer_id in [p.publish, p.subscribe].into_iter().flatten() {
             if let Some(mut peer) = self.peers.remove(&peer_id) {
                 peer.rtc.disconnect();

@@ -5,7 +5,7 @@ use std::time::Instant;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
 
-use super::model::Layer;
+use super::model::{Layer, Packet};
 use super::peer::Peer;
 use super::MediaLoop;
 use crate::core::codec::{self, Codec};
@@ -32,7 +32,6 @@ impl MediaLoop {
             self.stats.dropped_unrouted += 1;
             return;
         };
-        let ssrc = *p.header.ssrc;
         if track.codec == Codec::Other {
             track.codec = self
                 .peers
@@ -40,6 +39,27 @@ impl MediaLoop {
                 .and_then(|pp| codec_of(pp, p.header.payload_type))
                 .unwrap_or(Codec::Other);
         }
+        let owner = track.owner;
+        let others = self
+            .participants
+            .get(&owner)
+            .and_then(|o| self.rooms.get(&o.room))
+            .map_or(0, |r| r.others);
+        if others != 0 {
+            self.pipe_packet(others, track_id, layer, &p);
+        }
+        self.forward_track(track_id, layer, Packet::from(&p), now);
+    }
+
+    /// Fans one packet of a track (local, or piped from another worker) out to its slots.
+    pub(super) fn forward_track(&mut self, track_id: u64, layer: usize, p: Packet, now: Instant) {
+        let Some(track) = self.tracks.get_mut(&track_id) else {
+            return;
+        };
+        if layer >= track.layers.len() {
+            return;
+        }
+        let ssrc = p.ssrc;
         let new_layer = track.layers[layer].is_none();
         let l = track.layers[layer].get_or_insert_with(|| Layer {
             ssrc,
@@ -50,7 +70,7 @@ impl MediaLoop {
         l.meter.add(now, p.payload.len());
         // Known before the policy pass below: a silent microphone with levels must not be
         // taken for an unranked one and get an audio slot for a pass.
-        if track.kind == MediaKind::Audio && p.header.ext_vals.audio_level.is_some() {
+        if track.kind == MediaKind::Audio && p.audio_level.is_some() {
             track.has_levels = true;
         }
         if new_layer {
@@ -69,10 +89,9 @@ impl MediaLoop {
             return;
         };
         if kind == MediaKind::Audio {
-            if let Some(level) = p.header.ext_vals.audio_level {
+            if let Some(level) = p.audio_level {
                 let level = level.unsigned_abs().min(127);
-                room.speaker
-                    .on_level(now, owner, level, p.header.ext_vals.voice_activity);
+                room.speaker.on_level(now, owner, level, p.voice_activity);
             }
         }
         let Some(feeds) = room.feeds.get(&track_id) else {
@@ -84,10 +103,10 @@ impl MediaLoop {
         let mut evs = std::mem::take(&mut self.sub_events);
         let incoming = Incoming {
             source: ssrc,
-            seq: *p.seq_no,
-            ts: p.header.timestamp,
+            seq: p.seq,
+            ts: p.ts,
             keyframe_start: kind == MediaKind::Video && codec::is_keyframe_start(codec, &p.payload),
-            marker: p.header.marker,
+            marker: p.marker,
         };
         if incoming.keyframe_start {
             // The keyframe a held-back request wanted is here; don't ask again.
@@ -101,8 +120,8 @@ impl MediaLoop {
         }
         let mut ext = ExtensionValues::default();
         if kind == MediaKind::Audio {
-            ext.audio_level = p.header.ext_vals.audio_level;
-            ext.voice_activity = p.header.ext_vals.voice_activity;
+            ext.audio_level = p.audio_level;
+            ext.voice_activity = p.voice_activity;
         }
         for r in &fan {
             let Some(sub) = self.peers.get_mut(&r.peer) else {
@@ -117,7 +136,7 @@ impl MediaLoop {
             // The outgoing PT and stream come first: an m-line whose offer is not answered
             // yet has neither, and its switcher must not take (and lose) this packet, or the
             // subscriber's stream would start after the keyframe it joined on.
-            let in_pt = p.header.payload_type;
+            let in_pt = p.pt;
             let out_pt = match pt_map {
                 Some((a, b)) if a == in_pt => b,
                 _ => {
@@ -150,8 +169,8 @@ impl MediaLoop {
             };
             // The payload is an Arc shared by every subscriber: no copy per subscriber.
             tx.write_rtp(
-                RtpWrite::new(out_pt, SeqNo::from(seq), ts, p.timestamp, p.payload.clone())
-                    .marker(p.header.marker)
+                RtpWrite::new(out_pt, SeqNo::from(seq), ts, p.received, p.payload.clone())
+                    .marker(p.marker)
                     .ext_vals(ext.clone())
                     .nackable(kind == MediaKind::Video),
             );
@@ -195,6 +214,14 @@ impl MediaLoop {
 
     /// Sends a PLI for one publisher layer now (the limiter has already agreed).
     pub(super) fn send_pli(&mut self, track: u64, layer: usize) {
+        let owner = crate::workers::worker_of(track);
+        if owner != self.worker {
+            // A piped track: its own worker asks the publisher (and limits again).
+            if let Some(tx) = self.shared.router.worker(owner) {
+                let _ = tx.send(crate::Cmd::Pipe(super::PipeMsg::Keyframe { track, layer }));
+            }
+            return;
+        }
         let Some(t) = self.tracks.get(&track) else {
             return;
         };

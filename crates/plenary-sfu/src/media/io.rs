@@ -13,6 +13,8 @@ use rustc_hash::FxHashMap;
 
 /// Token of the shared (unconnected) socket.
 pub(crate) const SHARED: Token = Token(0);
+/// Token of the waker other threads use to get the worker out of epoll.
+pub(crate) const WAKER: Token = Token(usize::MAX);
 /// Datagrams read from one socket before looking at the others again.
 const READ_BUDGET: usize = 128;
 
@@ -38,6 +40,11 @@ pub(crate) struct Conn {
 }
 
 impl Io {
+    /// The waker for this worker's epoll, handed to the router.
+    pub(crate) fn waker(&self) -> std::io::Result<mio::Waker> {
+        mio::Waker::new(self.poll.registry(), WAKER)
+    }
+
     pub(crate) fn new(sock: UdpSocket, local: SocketAddr) -> std::io::Result<Self> {
         sock.set_nonblocking(true)?;
         let poll = Poll::new()?;

@@ -20,6 +20,7 @@ mod forward;
 mod io;
 pub(crate) mod model;
 mod peer;
+mod pipe;
 mod policy;
 mod slot;
 mod stats;
@@ -27,6 +28,7 @@ mod stats;
 pub(crate) use model::EVENT_QUEUE;
 use model::{Participant, Room, Track};
 use peer::{Peer, PeerEvent};
+pub(crate) use pipe::PipeMsg;
 use stats::Stats;
 
 /// Debug logs about network input, at most 10 a second.
@@ -46,6 +48,8 @@ pub(crate) struct MediaLoop {
     to_connect: Vec<(u64, SocketAddr)>,
     /// Connected sockets of removed peers, to deregister after the read pass.
     to_disconnect: Vec<mio::Token>,
+    /// Joins waiting for a room's sync from other workers (see `pipe`).
+    parked: Vec<Cmd>,
     /// Where peers send to; used as the `Receive` destination so it matches our candidate.
     advertised: SocketAddr,
     cmds: mpsc::Receiver<Cmd>,
@@ -80,12 +84,15 @@ impl MediaLoop {
         shared: std::sync::Arc<Shared>,
     ) -> std::io::Result<Self> {
         let send = sock.try_clone()?;
+        let io = io::Io::new(sock, local)?;
+        shared.router.set_waker(worker, io.waker()?);
         Ok(Self {
             worker,
             sock: send,
-            io: Some(io::Io::new(sock, local)?),
+            io: Some(io),
             to_connect: Vec::new(),
             to_disconnect: Vec::new(),
+            parked: Vec::new(),
             advertised,
             cmds,
             config,

@@ -20,6 +20,36 @@ pub(crate) const EVENT_QUEUE: usize = 1024;
 
 pub(crate) type EventTx = mpsc::Sender<ServerMsg>;
 
+/// What forwarding needs of a publisher's RTP packet; also what is piped between workers.
+/// Copying it never allocates: the payload is the `Arc` str0m received it into.
+pub(crate) struct Packet {
+    pub ssrc: u32,
+    pub pt: str0m::media::Pt,
+    pub seq: u64,
+    pub ts: u32,
+    pub marker: bool,
+    pub payload: std::sync::Arc<[u8]>,
+    pub received: Instant,
+    pub audio_level: Option<i8>,
+    pub voice_activity: Option<bool>,
+}
+
+impl From<&str0m::rtp::RtpPacket> for Packet {
+    fn from(p: &str0m::rtp::RtpPacket) -> Self {
+        Self {
+            ssrc: *p.header.ssrc,
+            pt: p.header.payload_type,
+            seq: *p.seq_no,
+            ts: p.header.timestamp,
+            marker: p.header.marker,
+            payload: p.payload.clone(),
+            received: p.timestamp,
+            audio_level: p.header.ext_vals.audio_level,
+            voice_activity: p.header.ext_vals.voice_activity,
+        }
+    }
+}
+
 pub(crate) struct Layer {
     pub ssrc: u32,
     pub meter: RateMeter,
@@ -175,6 +205,11 @@ pub(crate) struct Room {
     pub forwarded: Vec<u64>,
     /// Demand changes made outside the policy pass (leaves, unsubscribes), told next pass.
     pub dirty_layers: Vec<LayerChange>,
+    /// Other workers this room spans (bit per worker): local tracks are piped to them.
+    pub others: u64,
+    /// Workers whose members and tracks have not arrived yet: joins wait, so their `joined`
+    /// lists everyone.
+    pub awaiting: u64,
 }
 
 impl Room {
@@ -189,6 +224,8 @@ impl Room {
             audio_assign: vec![None; audio_slots],
             forwarded: Vec::new(),
             dirty_layers: Vec::new(),
+            others: 0,
+            awaiting: 0,
         }
     }
 

@@ -127,6 +127,20 @@ impl MediaLoop {
                 return;
             };
             let wanted = room.demand.wanted_layers(t);
+            let owner_worker = crate::workers::worker_of(t);
+            if owner_worker != self.worker {
+                // A piped track: its worker merges our demand with its own and tells the
+                // publisher.
+                let mask = (0..3).filter(|l| wanted[*l]).fold(0u8, |m, l| m | 1 << l);
+                if let Some(tx) = self.shared.router.worker(owner_worker) {
+                    let _ = tx.send(crate::Cmd::Pipe(super::PipeMsg::Demand {
+                        track: t,
+                        from: self.worker,
+                        layers: mask,
+                    }));
+                }
+                continue;
+            }
             let layers: Vec<u8> = (0..3u8).filter(|l| wanted[*l as usize]).collect();
             if let Some(owner) = self.participants.get(&track.owner) {
                 owner.send(ServerMsg::LayersWanted {

@@ -1,0 +1,378 @@
+//! One large room across several workers (mediasoup's pipe between routers).
+//!
+//! Once a room holds `spill-at` members on its home worker, the router sends further joins to
+//! other workers as well, and every worker the room spans holds a replica: its own peers,
+//! plus the participants and tracks of the other workers as remote entries (no peer). Each
+//! worker pipes the packets of its local tracks to every other worker of the room, once per
+//! worker, not per subscriber: the payload is an `Arc`, so a piped packet costs a channel slot
+//! and a wake-up. From there each worker fans out to its own subscribers with the same slot,
+//! layer and speaker logic as for local tracks. Keyframe requests and dynacast demand travel
+//! back to the track's worker.
+
+use std::time::Instant;
+
+use str0m::media::{MediaKind, Mid, Rid};
+
+use super::model::{Packet, Participant, Track};
+use super::MediaLoop;
+use crate::core::codec::Codec;
+use crate::signal::{ServerMsg, TrackSource};
+use crate::workers::worker_of;
+
+/// What the workers of one room tell each other.
+pub(crate) enum PipeMsg {
+    /// From the router: the workers `room` spans now (bit per worker; 0 = not this one).
+    Span {
+        room: String,
+        workers: u64,
+    },
+    ParticipantUp {
+        room: String,
+        id: u64,
+        name: String,
+        visible: bool,
+    },
+    TrackUp(TrackUp),
+    ParticipantDown {
+        id: u64,
+    },
+    Media {
+        track: u64,
+        layer: usize,
+        codec: Codec,
+        packet: Packet,
+    },
+    /// Everything `from` holds of `room` has been sent.
+    Synced {
+        room: String,
+        from: usize,
+    },
+    /// A subscriber elsewhere needs a keyframe of this layer.
+    Keyframe {
+        track: u64,
+        layer: usize,
+    },
+    /// Layers of `track` wanted by subscribers on worker `from` (bit per layer).
+    Demand {
+        track: u64,
+        from: usize,
+        layers: u8,
+    },
+}
+
+pub(crate) struct TrackUp {
+    room: String,
+    id: u64,
+    owner: u64,
+    mid: Mid,
+    kind: MediaKind,
+    source: TrackSource,
+    codec: Codec,
+    rids: Vec<Rid>,
+}
+
+/// Demand key standing for all subscribers of another worker.
+pub(super) fn remote_key(worker: usize) -> u64 {
+    u64::MAX - worker as u64
+}
+
+impl MediaLoop {
+    pub(super) fn pipe(&mut self, msg: PipeMsg) {
+        let now = Instant::now();
+        match msg {
+            PipeMsg::Span { room, workers } => self.span(&room, workers),
+            PipeMsg::ParticipantUp {
+                room,
+                id,
+                name,
+                visible,
+            } => self.remote_participant(room, id, name, visible),
+            PipeMsg::TrackUp(t) => self.remote_track(t),
+            PipeMsg::ParticipantDown { id } => {
+                if worker_of(id) != self.worker {
+                    self.remove_participant(id);
+                }
+            }
+            PipeMsg::Media {
+                track,
+                layer,
+                codec,
+                packet,
+            } => {
+                let Some(t) = self.tracks.get_mut(&track) else {
+                    return;
+                };
+                if t.codec == Codec::Other {
+                    t.codec = codec;
+                }
+                self.forward_track(track, layer, packet, now);
+            }
+            PipeMsg::Synced { room, from } => {
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    r.awaiting &= !(1 << from);
+                }
+                self.replay_parked();
+            }
+            PipeMsg::Keyframe { track, layer } => self.request_keyframe(track, layer, now),
+            PipeMsg::Demand {
+                track,
+                from,
+                layers,
+            } => {
+                let Some(room) = self.room_of_track(track) else {
+                    return;
+                };
+                let Some(room) = self.rooms.get_mut(&room) else {
+                    return;
+                };
+                room.demand
+                    .set_layers(remote_key(from), track, layers, &mut room.dirty_layers);
+            }
+        }
+    }
+
+    fn room_of_track(&self, track: u64) -> Option<String> {
+        let owner = self.tracks.get(&track)?.owner;
+        Some(self.participants.get(&owner)?.room.clone())
+    }
+
+    /// The router changed the set of workers `room` spans.
+    fn span(&mut self, room: &str, workers: u64) {
+        let mine = 1u64 << self.worker;
+        if workers & mine == 0 {
+            // No member here any more: drop the replica (it goes with its last entry).
+            let remote: Vec<u64> = self
+                .rooms
+                .get(room)
+                .map(|r| r.participants.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| worker_of(*p) != self.worker)
+                .collect();
+            for id in remote {
+                self.remove_participant(id);
+            }
+            return;
+        }
+        let others = workers & !mine;
+        let me = self.worker;
+        let r = self.room_mut(room);
+        let (added, removed) = (others & !r.others, r.others & !others);
+        // Only a worker new to the room waits for the others' syncs: the router told it
+        // first, so every sync reaches it after this. Workers already in the room learn of
+        // the newcomer's (still empty) side as it comes.
+        let new_here = r.others == 0 && !r.participants.iter().any(|p| worker_of(*p) == me);
+        if new_here {
+            r.awaiting = others;
+        }
+        r.awaiting &= others;
+        r.others = others;
+        for w in bits(removed) {
+            let tracks = r.tracks.clone();
+            for t in tracks {
+                r.demand
+                    .set_layers(remote_key(w), t, 0, &mut r.dirty_layers);
+            }
+        }
+        let gone: Vec<u64> = r
+            .participants
+            .iter()
+            .copied()
+            .filter(|p| removed & (1 << worker_of(*p)) != 0)
+            .collect();
+        for id in gone {
+            self.remove_participant(id);
+        }
+        for w in bits(added) {
+            self.sync_to(room, w);
+        }
+        self.replay_parked();
+        self.next_policy = Instant::now();
+    }
+
+    /// Joins into a room still waiting for another worker's sync are held until it arrives.
+    pub(super) fn park_join(&mut self, room: &str, cmd: crate::Cmd) -> Option<crate::Cmd> {
+        if self.rooms.get(room).is_some_and(|r| r.awaiting != 0) {
+            self.parked.push(cmd);
+            return None;
+        }
+        Some(cmd)
+    }
+
+    fn replay_parked(&mut self) {
+        for cmd in std::mem::take(&mut self.parked) {
+            self.command(cmd);
+        }
+    }
+
+    /// Tells a worker new to the room about everyone and everything published here, then
+    /// that this is all (it holds joins until every worker has said so).
+    fn sync_to(&self, room: &str, w: usize) {
+        let Some(tx) = self.shared.router.worker(w) else {
+            return;
+        };
+        let local: Vec<u64> = self.rooms.get(room).map_or_else(Vec::new, |r| {
+            r.participants
+                .iter()
+                .copied()
+                .filter(|p| worker_of(*p) == self.worker)
+                .collect()
+        });
+        for id in local {
+            if let Some(msg) = self.participant_up(id) {
+                let _ = tx.send(crate::Cmd::Pipe(msg));
+            }
+            let tracks = self.participants.get(&id).map(|p| p.tracks.as_slice());
+            for &t in tracks.unwrap_or_default() {
+                if let Some(msg) = self.track_up(t) {
+                    let _ = tx.send(crate::Cmd::Pipe(msg));
+                }
+            }
+        }
+        let _ = tx.send(crate::Cmd::Pipe(PipeMsg::Synced {
+            room: room.to_owned(),
+            from: self.worker,
+        }));
+    }
+
+    fn participant_up(&self, id: u64) -> Option<PipeMsg> {
+        let p = self.participants.get(&id)?;
+        Some(PipeMsg::ParticipantUp {
+            room: p.room.clone(),
+            id,
+            name: p.name.clone(),
+            visible: p.visible,
+        })
+    }
+
+    fn track_up(&self, id: u64) -> Option<PipeMsg> {
+        let t = self.tracks.get(&id)?;
+        Some(PipeMsg::TrackUp(TrackUp {
+            room: self.participants.get(&t.owner)?.room.clone(),
+            id,
+            owner: t.owner,
+            mid: t.mid,
+            kind: t.kind,
+            source: t.source,
+            codec: t.codec,
+            rids: t.rids.clone(),
+        }))
+    }
+
+    /// Sends a message to every other worker `room` spans.
+    pub(super) fn pipe_room(&self, room: &str, msg: impl Fn() -> Option<PipeMsg>) {
+        let Some(others) = self.rooms.get(room).map(|r| r.others) else {
+            return;
+        };
+        for w in bits(others) {
+            if let (Some(tx), Some(m)) = (self.shared.router.worker(w), msg()) {
+                let _ = tx.send(crate::Cmd::Pipe(m));
+            }
+        }
+    }
+
+    pub(super) fn pipe_participant_up(&self, id: u64) {
+        if let Some(room) = self.participants.get(&id).map(|p| p.room.clone()) {
+            self.pipe_room(&room, || self.participant_up(id));
+        }
+    }
+
+    pub(super) fn pipe_track_up(&self, id: u64) {
+        if let Some(room) = self.room_of_track(id) {
+            self.pipe_room(&room, || self.track_up(id));
+        }
+    }
+
+    /// A local track's packet goes to every other worker of its room, once each.
+    pub(super) fn pipe_packet(
+        &self,
+        others: u64,
+        track: u64,
+        layer: usize,
+        p: &str0m::rtp::RtpPacket,
+    ) {
+        let codec = self.tracks.get(&track).map_or(Codec::Other, |t| t.codec);
+        for w in bits(others) {
+            if let Some(tx) = self.shared.router.worker(w) {
+                let _ = tx.send(crate::Cmd::Pipe(PipeMsg::Media {
+                    track,
+                    layer,
+                    codec,
+                    packet: Packet::from(p),
+                }));
+            }
+        }
+    }
+
+    fn remote_participant(&mut self, room: String, id: u64, name: String, visible: bool) {
+        if self.participants.contains_key(&id) {
+            return;
+        }
+        self.participants.insert(
+            id,
+            Participant {
+                name,
+                room: room.clone(),
+                events: None,
+                visible,
+                publish: None,
+                subscribe: None,
+                tracks: Vec::new(),
+                declared: Vec::new(),
+            },
+        );
+        self.room_mut(&room).participants.push(id);
+        if visible {
+            self.announce(id, |pid, name| ServerMsg::ParticipantJoined {
+                participant: pid,
+                name,
+            });
+        }
+    }
+
+    fn remote_track(&mut self, t: TrackUp) {
+        if self.tracks.contains_key(&t.id) || !self.participants.contains_key(&t.owner) {
+            return;
+        }
+        // No local peer publishes it: `peer` 0 is never a peer id.
+        let mut track = Track::new(t.owner, 0, t.mid, t.kind, t.source);
+        track.rids = t.rids;
+        track.codec = t.codec;
+        let info = track.info(t.id);
+        self.tracks.insert(t.id, track);
+        if let Some(p) = self.participants.get_mut(&t.owner) {
+            p.tracks.push(t.id);
+        }
+        self.room_mut(&t.room).tracks.push(t.id);
+        self.announce(t.owner, |pid, _| ServerMsg::TrackPublished {
+            participant: pid,
+            track: info.clone(),
+        });
+        self.next_policy = Instant::now();
+    }
+}
+
+/// Indices of the set bits.
+fn bits(mask: u64) -> impl Iterator<Item = usize> {
+    (0..64).filter(move |w| mask & (1 << w) != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits_lists_workers_in_order() {
+        assert_eq!(bits(0b1010_0001).collect::<Vec<_>>(), vec![0, 5, 7]);
+        assert_eq!(bits(0).count(), 0);
+        assert_eq!(bits(1 << 63).collect::<Vec<_>>(), vec![63]);
+    }
+
+    #[test]
+    fn remote_demand_keys_do_not_collide_with_slot_keys() {
+        // Slot keys are (peer id << 8) | slot, with peer ids far below 2^55.
+        let slot = super::super::control::slot_key(1 << 40, 255);
+        assert!(remote_key(63) > slot);
+        assert_ne!(remote_key(0), remote_key(1));
+    }
+}
