@@ -143,7 +143,7 @@ fn sfu_starts_serves_the_demo_page_metrics_and_drains_on_sigterm() {
         "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status, 200);
-    assert!(body.contains("plenary_sfu_peers 0"), "{body}");
+    assert!(body.contains("plenary_sfu_peers{worker=\"0\"} 0"), "{body}");
     assert!(body.contains("# HELP plenary_sfu_peers"), "{body}");
     // SAFETY: kill(2) on the child this test spawned.
     unsafe { libc::kill(pid, libc::SIGTERM) };

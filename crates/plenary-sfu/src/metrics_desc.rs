@@ -8,12 +8,17 @@ pub fn describe_metrics() {
         MetricDesc {
             name: "plenary_sfu_peers",
             kind: MetricKind::Gauge,
-            help: "Peer connections held (WHIP, WHEP, room publish and subscribe).",
+            help: "Peer connections held (WHIP, WHEP, room publish and subscribe), per media worker.",
         },
         MetricDesc {
             name: "plenary_sfu_tracks",
             kind: MetricKind::Gauge,
-            help: "Published tracks.",
+            help: "Published tracks, per media worker that holds their publisher.",
+        },
+        MetricDesc {
+            name: "plenary_sfu_piped_packets_total",
+            kind: MetricKind::Counter,
+            help: "RTP packets piped to another media worker of a large room (one per worker).",
         },
         MetricDesc {
             name: "plenary_sfu_forwarded_packets_total",

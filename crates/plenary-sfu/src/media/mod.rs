@@ -50,6 +50,7 @@ pub(crate) struct MediaLoop {
     to_disconnect: Vec<mio::Token>,
     /// Joins waiting for a room's sync from other workers (see `pipe`).
     parked: Vec<Cmd>,
+    parked_since: Option<Instant>,
     /// Where peers send to; used as the `Receive` destination so it matches our candidate.
     advertised: SocketAddr,
     cmds: mpsc::Receiver<Cmd>,
@@ -93,6 +94,7 @@ impl MediaLoop {
             to_connect: Vec::new(),
             to_disconnect: Vec::new(),
             parked: Vec::new(),
+            parked_since: None,
             advertised,
             cmds,
             config,
@@ -134,7 +136,14 @@ impl MediaLoop {
             self.timers(now);
             if now >= self.next_policy {
                 self.policy(now);
-                self.stats.publish(self.peers.len(), self.tracks.len());
+                let me = self.worker;
+                let local_tracks = self
+                    .tracks
+                    .keys()
+                    .filter(|t| crate::workers::worker_of(**t) == me)
+                    .count();
+                self.stats.publish(me, self.peers.len(), local_tracks);
+                self.unpark_stuck(now);
                 if let Some(n) = self.shared.peers.get(self.worker) {
                     n.store(self.peers.len(), Ordering::Relaxed);
                 }

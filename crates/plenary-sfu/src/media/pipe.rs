@@ -71,6 +71,9 @@ pub(crate) struct TrackUp {
     rids: Vec<Rid>,
 }
 
+/// Longest a join waits for the room's sync from other workers.
+const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Demand key standing for all subscribers of another worker.
 pub(super) fn remote_key(worker: usize) -> u64 {
     u64::MAX - worker as u64
@@ -193,13 +196,30 @@ impl MediaLoop {
     /// Joins into a room still waiting for another worker's sync are held until it arrives.
     pub(super) fn park_join(&mut self, room: &str, cmd: crate::Cmd) -> Option<crate::Cmd> {
         if self.rooms.get(room).is_some_and(|r| r.awaiting != 0) {
+            self.parked_since.get_or_insert_with(Instant::now);
             self.parked.push(cmd);
             return None;
         }
         Some(cmd)
     }
 
+    /// A sync that never came (its worker stopped) must not hold joins for ever.
+    pub(super) fn unpark_stuck(&mut self, now: Instant) {
+        let Some(since) = self.parked_since else {
+            return;
+        };
+        if now.duration_since(since) < SYNC_TIMEOUT {
+            return;
+        }
+        tracing::warn!("sfu: a room's sync from another worker did not come; joining without");
+        for r in self.rooms.values_mut() {
+            r.awaiting = 0;
+        }
+        self.replay_parked();
+    }
+
     fn replay_parked(&mut self) {
+        self.parked_since = None;
         for cmd in std::mem::take(&mut self.parked) {
             self.command(cmd);
         }
@@ -285,13 +305,14 @@ impl MediaLoop {
 
     /// A local track's packet goes to every other worker of its room, once each.
     pub(super) fn pipe_packet(
-        &self,
+        &mut self,
         others: u64,
         track: u64,
         layer: usize,
         p: &str0m::rtp::RtpPacket,
     ) {
         let codec = self.tracks.get(&track).map_or(Codec::Other, |t| t.codec);
+        self.stats.piped_packets += u64::from(others.count_ones());
         for w in bits(others) {
             if let Some(tx) = self.shared.router.worker(w) {
                 let _ = tx.send(crate::Cmd::Pipe(PipeMsg::Media {

@@ -7,6 +7,7 @@ use metrics::{counter, gauge};
 pub(crate) struct Stats {
     pub forwarded_packets: u64,
     pub forwarded_bytes: u64,
+    pub piped_packets: u64,
     pub layer_switches: u64,
     pub keyframe_requests: u64,
     pub nacks_received: u64,
@@ -19,10 +20,13 @@ pub(crate) struct Stats {
 
 impl Stats {
     /// Adds what was counted since the last call to the exported metrics.
-    pub(crate) fn publish(&mut self, peers: usize, tracks: usize) {
+    /// Gauges carry the worker: each worker sets its own, and Prometheus sums them.
+    pub(crate) fn publish(&mut self, worker: usize, peers: usize, tracks: usize) {
         let s = std::mem::take(self);
-        gauge!("plenary_sfu_peers").set(peers as f64);
-        gauge!("plenary_sfu_tracks").set(tracks as f64);
+        let w = worker.to_string();
+        gauge!("plenary_sfu_peers", "worker" => w.clone()).set(peers as f64);
+        gauge!("plenary_sfu_tracks", "worker" => w).set(tracks as f64);
+        counter!("plenary_sfu_piped_packets_total").increment(s.piped_packets);
         counter!("plenary_sfu_forwarded_packets_total").increment(s.forwarded_packets);
         counter!("plenary_sfu_forwarded_bytes_total").increment(s.forwarded_bytes);
         counter!("plenary_sfu_layer_switches_total").increment(s.layer_switches);
