@@ -34,20 +34,24 @@ struct Sfu {
 
 impl Sfu {
     fn start() -> Sfu {
+        Sfu::start_with(|_| {})
+    }
+
+    fn start_with(f: impl FnOnce(&mut SfuConfig)) -> Sfu {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("tokio runtime");
         let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        let sfu = rt
-            .block_on(serve(SfuConfig {
-                http: any,
-                media: any,
-                public_ip: None,
-                ..SfuConfig::default()
-            }))
-            .expect("sfu starts");
+        let mut config = SfuConfig {
+            http: any,
+            media: any,
+            public_ip: None,
+            ..SfuConfig::default()
+        };
+        f(&mut config);
+        let sfu = rt.block_on(serve(config)).expect("sfu starts");
         Sfu { rt, sfu: Some(sfu) }
     }
 
@@ -324,11 +328,33 @@ Plenary.inboundStats(r.sub).then((s) => {
 
 #[test]
 fn chromium_room_two_participants_see_each_other() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(chromedriver) = require_browser() else {
+    room_two_participants(Sfu::start());
+}
+
+/// The same with the room spread over two media workers (`spill-at` 1): the second browser
+/// joins on the other worker and everything crosses the pipe between them.
+#[test]
+fn chromium_room_across_two_workers() {
+    let Some(ids) = room_two_participants(Sfu::start_with(|c| {
+        c.workers = 2;
+        c.room_spill = 1;
+    })) else {
         return;
     };
-    let sfu = Sfu::start();
+    // Ids are `p{n}` with the worker in n's low byte.
+    let workers: Vec<u64> = ids
+        .iter()
+        .filter_map(|id| id.strip_prefix('p')?.parse::<u64>().ok())
+        .map(|n| n & 0xff)
+        .collect();
+    assert_eq!(workers.len(), 2, "{ids:?}");
+    assert_ne!(workers[0], workers[1], "both joined on one worker: {ids:?}");
+}
+
+/// Returns the participant ids the two pages were given (None: no browser here, outside CI).
+fn room_two_participants(sfu: Sfu) -> Option<Vec<String>> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let chromedriver = require_browser()?;
     let driver = browser(&chromedriver);
     let page = |name: &str| format!("{}/?room=chromium-room&name={name}&autojoin=1", sfu.base());
     let alice = driver.current_tab();
@@ -336,6 +362,7 @@ fn chromium_room_two_participants_see_each_other() {
     let bob = driver.new_tab();
     driver.switch_to(&bob);
     driver.navigate(&page("bob"));
+    let mut ids = Vec::new();
 
     for (tab, me, other) in [(&bob, "bob", "alice"), (&alice, "alice", "bob")] {
         driver.switch_to(tab);
@@ -363,6 +390,8 @@ fn chromium_room_two_participants_see_each_other() {
             later["audio"]["bytesReceived"].as_u64().unwrap_or(0) > 0,
             "{me} hears nothing through the audio slots: {later:#}"
         );
+        let id = driver.execute("return window.room.me;", json!([]));
+        ids.push(id.as_str().unwrap_or_default().to_owned());
     }
 
     // Leaving is seen by the other participant.
@@ -383,4 +412,5 @@ fn chromium_room_two_participants_see_each_other() {
         gone.is_ok(),
         "bob still lists alice after she left: {gone:?}"
     );
+    Some(ids)
 }
