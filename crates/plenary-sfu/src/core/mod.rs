@@ -12,11 +12,14 @@
 //!   timestamps so the receiver sees one continuous stream.
 //! - [`layers`]: per-layer bitrate meters and the simulcast layer choice from a subscriber's
 //!   bandwidth estimate, with hysteresis so the picture does not flap.
+//! - [`alloc`]: splits a subscriber's estimate across its video slots (fixed low layers
+//!   first, upgrades by priority) and the bitrate to ask bandwidth estimation for.
 //! - [`speaker`]: active speaker and loudest-K from RFC 6464 audio levels, last-N ranking.
 //! - [`demand`]: dynacast bookkeeping; tells when a layer gains its first or loses its last
 //!   viewer, so publishers stop encoding what nobody watches.
 //! - [`limiter`]: keyframe request rate limit that never loses the last request.
 
+pub mod alloc;
 pub mod codec;
 pub mod demand;
 pub mod layers;

@@ -11,7 +11,9 @@ use rustc_hash::FxHashMap;
 use super::model::{participant_name, track_name, Participant, SlotRef, Track};
 use super::slot::SlotRole;
 use super::MediaLoop;
+use crate::core::alloc::{allocate, VideoSlot};
 use crate::core::demand::LayerChange;
+use crate::core::layers::LayerConfig;
 use crate::core::speaker::last_n;
 use crate::signal::{ServerMsg, TrackSource};
 
@@ -167,14 +169,6 @@ impl MediaLoop {
             return;
         };
         let me = peer.participant;
-        let video_slots = peer
-            .slots
-            .iter()
-            .filter(|s| s.kind == MediaKind::Video && s.role != SlotRole::Idle)
-            .count()
-            .max(1) as u64;
-        let share = peer.estimate_bps.map(|e| e / video_slots);
-        let mut desired: u64 = 0;
         // Who this subscriber hears in its loudest-audio m-lines: the room's heard talkers
         // but itself. Decided per subscriber because it may have fewer m-lines than the room
         // has slots (WHEP offers one): a talker keeps the m-line it is heard on, freed m-lines
@@ -267,6 +261,47 @@ impl MediaLoop {
                     });
                 }
             }
+        }
+        // Split the estimate across the video slots: fixed streams first, upgrades by
+        // priority (programme, then simulcast subscriptions), instead of equal shares.
+        let mut audio_bps: u64 = 0;
+        let mut rates: Vec<[Option<u64>; 3]> = vec![[None; 3]; peer.slots.len()];
+        let mut video_at: Vec<usize> = Vec::new();
+        let mut video: Vec<VideoSlot> = Vec::new();
+        for (i, slot) in peer.slots.iter().enumerate() {
+            let Some(track) = slot.feed.and_then(|t| self.tracks.get_mut(&t)) else {
+                continue;
+            };
+            if track.kind != MediaKind::Video {
+                audio_bps += AUDIO_BPS;
+                continue;
+            }
+            rates[i] = track.layer_bps(now);
+            let priority = match slot.role {
+                SlotRole::Speaker(_) => 0,
+                _ if rates[i].iter().flatten().count() > 1 => 1,
+                _ => 2,
+            };
+            video_at.push(i);
+            video.push(VideoSlot {
+                rates: rates[i],
+                max_layer: slot.max_layer,
+                current: slot.selector.current(),
+                priority,
+            });
+        }
+        let alloc = allocate(
+            peer.estimate_bps,
+            audio_bps,
+            &video,
+            &LayerConfig::default(),
+        );
+        let mut budget: Vec<Option<u64>> = vec![None; peer.slots.len()];
+        for (i, b) in video_at.iter().zip(&alloc.budgets) {
+            budget[*i] = *b;
+        }
+        for (i, slot) in peer.slots.iter_mut().enumerate() {
+            let want = slot.feed;
             // Layer choice and the source the switcher should move to.
             let Some(track) = want.and_then(|t| self.tracks.get_mut(&t)) else {
                 slot.switcher.request(None);
@@ -276,17 +311,9 @@ impl MediaLoop {
                 continue;
             };
             let layer = if track.kind == MediaKind::Video {
-                let rates = track.layer_bps(now);
-                // What this slot would take at its best wanted layer: BWE probes toward it.
-                desired += rates[..=(slot.max_layer.min(2) as usize)]
-                    .iter()
-                    .flatten()
-                    .copied()
-                    .max()
-                    .unwrap_or(0);
-                slot.selector.choose(now, share, slot.max_layer, &rates)
+                slot.selector
+                    .choose(now, budget[i], slot.max_layer, &rates[i])
             } else {
-                desired += AUDIO_BPS;
                 track.layers[0].as_ref().map(|_| 0)
             };
             let ssrc = layer
@@ -308,8 +335,9 @@ impl MediaLoop {
             }
         }
         // Tell BWE what we would like to send so it probes up to it; without this the
-        // estimate stays at its start and the pacer holds video back.
-        let desired = desired + desired / 4;
+        // estimate stays at its start and the pacer holds video back. Only one upgrade step
+        // beyond what is chosen: probing toward unreachable layers pads the link.
+        let desired = alloc.desired_bps;
         let last = peer.desired_bps;
         if desired > 0 && (desired > last + last / 8 || desired + desired / 8 < last) {
             peer.desired_bps = desired;

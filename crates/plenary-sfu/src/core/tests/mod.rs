@@ -1,5 +1,6 @@
 //! Tests for the forwarding core. Time is an `Instant` advanced by hand: no sleeps.
 
+mod alloc;
 mod codec;
 mod demand;
 mod layers;
