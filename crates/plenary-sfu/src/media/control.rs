@@ -562,6 +562,7 @@ impl MediaLoop {
                     );
                     room.demand
                         .set(slot_key(peer_id, i), t, None, &mut room.dirty_layers);
+                    slot.demand = None;
                 }
             }
         }

@@ -122,7 +122,8 @@ impl MediaLoop {
         touched.sort_unstable();
         touched.dedup();
         for t in touched {
-            let Some(track) = self.tracks.get(&t) else {
+            // Dynacast is about video: a publisher cannot pause a microphone's layers.
+            let Some(track) = self.tracks.get(&t).filter(|t| t.kind == MediaKind::Video) else {
                 continue;
             };
             let Some(room) = self.rooms.get(name) else {
@@ -305,9 +306,8 @@ impl MediaLoop {
             // Layer choice and the source the switcher should move to.
             let Some(track) = want.and_then(|t| self.tracks.get_mut(&t)) else {
                 slot.switcher.request(None);
-                if slot.layer.take().is_some() {
-                    room.demand.set(slot_key(peer_id, i), 0, None, changes);
-                }
+                slot.layer = None;
+                set_demand(room, slot, slot_key(peer_id, i), None, changes);
                 continue;
             };
             let layer = if track.kind == MediaKind::Video {
@@ -325,9 +325,19 @@ impl MediaLoop {
                     self.stats.layer_switches += 1;
                 }
                 slot.layer = layer;
-                room.demand
-                    .set(slot_key(peer_id, i), want.unwrap_or(0), layer, changes);
             }
+            // The layer forwarded, and the one asked for when the selector had to fall back
+            // above it (only a higher layer seen yet): without the latter, dynacast would
+            // pause the wanted layer at the publisher and the fallback would become for ever.
+            let mut mask = layer.map_or(0, |l| 1u8 << l.min(2));
+            if let Some(l) = layer {
+                let top = (track.rids.len().max(1) - 1) as u8;
+                if l > slot.max_layer {
+                    mask |= 1 << slot.max_layer.min(top);
+                }
+            }
+            let wanted = want.map(|t| (t, mask)).filter(|(_, m)| *m != 0);
+            set_demand(room, slot, slot_key(peer_id, i), wanted, changes);
             if let (Some(pending), Some(l)) = (slot.switcher.pending(), layer) {
                 if Some(pending) == ssrc && track.kind == MediaKind::Video {
                     keyframes.push((want.unwrap_or(0), l as usize));
@@ -355,6 +365,29 @@ impl MediaLoop {
             self.request_keyframe(t, l, now);
         }
     }
+}
+
+/// Moves one slot's dynacast demand to `wanted` (track, layer mask), releasing the track it
+/// counted for before when that changed.
+fn set_demand(
+    room: &mut super::model::Room,
+    slot: &mut super::slot::Slot,
+    key: u64,
+    wanted: Option<(u64, u8)>,
+    changes: &mut Vec<LayerChange>,
+) {
+    if slot.demand == wanted {
+        return;
+    }
+    if let Some((old, _)) = slot.demand {
+        if wanted.map(|w| w.0) != Some(old) {
+            room.demand.set_layers(key, old, 0, changes);
+        }
+    }
+    if let Some((track, mask)) = wanted {
+        room.demand.set_layers(key, track, mask, changes);
+    }
+    slot.demand = wanted;
 }
 
 /// A participant's first track of a kind (camera before screen for video).

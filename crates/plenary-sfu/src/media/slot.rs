@@ -30,6 +30,8 @@ pub(crate) struct Slot {
     pub max_layer: u8,
     /// Layer chosen for it at the last policy pass.
     pub layer: Option<u8>,
+    /// What this slot counts for in the room's dynacast demand: (track, layer mask).
+    pub demand: Option<(u64, u8)>,
     /// Taken out by last-N.
     pub paused: bool,
     /// Cached publisher PT → our PT (both sides negotiate per connection).
@@ -52,6 +54,7 @@ impl Slot {
             selector: LayerSelector::default(),
             max_layer,
             layer: None,
+            demand: None,
             paused: false,
             pt_map: None,
             nacks_seen: 0,

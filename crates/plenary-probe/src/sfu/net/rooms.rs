@@ -96,6 +96,9 @@ struct Session {
     sub_ready: Option<oneshot::Sender<Result<ConnectWait, String>>>,
     publish_answer: Option<oneshot::Sender<String>>,
     pub_peer: Option<(u64, Option<Mid>)>,
+    /// Our participant id, and the id the server gave our camera (dynacast names it).
+    me: Option<String>,
+    my_camera: Option<String>,
     /// Track id → subscribe m-line carrying it.
     slot_of: HashMap<String, Mid>,
     pending: Vec<SubscribeTrack>,
@@ -125,6 +128,8 @@ pub async fn join(
         sub_ready: Some(sub_tx),
         publish_answer: None,
         pub_peer: None,
+        me: None,
+        my_camera: None,
         slot_of: HashMap::new(),
         pending: Vec::new(),
     };
@@ -259,7 +264,12 @@ impl Session {
     async fn on_message(&mut self, msg: ServerMsg) -> Vec<ClientMsg> {
         let mut out = Vec::new();
         match msg {
-            ServerMsg::Joined { participants, .. } => {
+            ServerMsg::Joined {
+                participant,
+                participants,
+                ..
+            } => {
+                self.me = Some(participant);
                 for p in &participants {
                     if let Some(i) = index_of(&p.name) {
                         self.people.insert(p.id.clone(), i);
@@ -276,7 +286,15 @@ impl Session {
                     self.people.insert(participant, i);
                 }
             }
-            ServerMsg::TrackPublished { participant, track } => self.consider(&participant, &track),
+            ServerMsg::TrackPublished { participant, track } => {
+                if self.me.as_ref() == Some(&participant)
+                    && track.kind == "video"
+                    && source_of(track.source) == TrackSource::Camera
+                {
+                    self.my_camera = Some(track.id.clone());
+                }
+                self.consider(&participant, &track)
+            }
             ServerMsg::PublishAnswer { sdp } => {
                 if let Some(t) = self.publish_answer.take() {
                     let _ = t.send(sdp);
@@ -304,9 +322,11 @@ impl Session {
                     out.push(ClientMsg::Answer { sdp: answer });
                 }
             }
-            ServerMsg::LayersWanted { layers, .. } => {
-                // The probe publishes at most one simulcast track (its camera), and the
-                // server does not tell an owner its own track ids.
+            ServerMsg::LayersWanted { track, layers } => {
+                // The probe publishes at most one simulcast track: its camera.
+                if self.my_camera.as_ref() != Some(&track) {
+                    return out;
+                }
                 if let Some((peer, Some(mid))) = self.pub_peer {
                     for layer in 0..3u8 {
                         let active = layers.contains(&layer);
