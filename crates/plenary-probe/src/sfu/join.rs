@@ -110,6 +110,20 @@ impl JoinCtx {
     }
 }
 
+/// The step a join is at, so that a timeout says where it stuck.
+#[derive(Clone, Default)]
+pub struct Phase(Arc<std::sync::Mutex<&'static str>>);
+
+impl Phase {
+    pub fn set(&self, step: &'static str) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = step;
+    }
+
+    pub fn get(&self) -> &'static str {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Resolves when a peer's ICE+DTLS connect.
 pub struct ConnectWait {
     rx: tokio::sync::oneshot::Receiver<u64>,
@@ -141,12 +155,14 @@ pub struct Joined {
 pub async fn join(ctx: Arc<JoinCtx>, p: Participant) -> Joined {
     let mut cleanup = Vec::new();
     let participant = p.index;
+    let phase = Phase::default();
+    phase.set("signalling");
     let work = async {
         match ctx.target.clone() {
             Target::Plenary { base } if ctx.rooms => {
-                super::net::rooms::join(ctx.clone(), &base, &p, &mut cleanup).await
+                super::net::rooms::join(ctx.clone(), &base, &p, &mut cleanup, &phase).await
             }
-            Target::Plenary { base } => join_whip_whep(&ctx, &base, &p, &mut cleanup).await,
+            Target::Plenary { base } => join_whip_whep(&ctx, &base, &p, &mut cleanup, &phase).await,
             Target::Janus { base } => super::net::janus::join(&ctx, &base, &p, &mut cleanup).await,
         }
     };
@@ -157,7 +173,11 @@ pub async fn join(ctx: Arc<JoinCtx>, p: Participant) -> Joined {
         Err(_) => (
             false,
             None,
-            Some(format!("not connected within {:?}", ctx.timeout)),
+            Some(format!(
+                "not connected within {:?} (stuck at: {})",
+                ctx.timeout,
+                phase.get()
+            )),
         ),
     };
     Joined {
@@ -175,6 +195,7 @@ async fn join_whip_whep(
     base: &str,
     p: &Participant,
     cleanup: &mut Vec<Cleanup>,
+    phase: &Phase,
 ) -> Result<u64, String> {
     let mut waits = Vec::new();
     let t = ctx.timeout;
@@ -206,6 +227,7 @@ async fn join_whip_whep(
         cleanup.extend(loc.map(Cleanup::Delete));
         waits.push(w);
     }
+    phase.set("ICE/DTLS of a WHIP or WHEP connection");
     let mut slowest = 0;
     for w in waits {
         slowest = slowest.max(w.connected().await?);

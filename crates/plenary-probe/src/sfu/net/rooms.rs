@@ -110,8 +110,10 @@ pub async fn join(
     base: &str,
     p: &Participant,
     cleanup: &mut Vec<Cleanup>,
+    phase: &crate::sfu::join::Phase,
 ) -> Result<u64, String> {
     let url = ws_url(base, &p.room)?;
+    phase.set("room WebSocket");
     let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
         .await
         .map_err(|e| format!("{url}: {e}"))?;
@@ -143,6 +145,7 @@ pub async fn join(
     }));
     let mut waits = Vec::new();
     if !p.publish.is_empty() {
+        phase.set("publish answer");
         let plan = PeerPlan {
             participant: p.index,
             label: format!("{}/publish", p.name),
@@ -188,15 +191,16 @@ pub async fn join(
             peer: w.peer,
             camera,
         });
-        waits.push(w);
+        waits.push(("ICE/DTLS of the publish connection", w));
     }
-    waits.push(
-        sub_rx
-            .await
-            .map_err(|_| "room session ended before the subscribe offer".to_string())??,
-    );
+    phase.set("subscribe offer");
+    let sub = sub_rx
+        .await
+        .map_err(|_| "room session ended before the subscribe offer".to_string())??;
+    waits.push(("ICE/DTLS of the subscribe connection", sub));
     let mut slowest = 0;
-    for w in waits {
+    for (step, w) in waits {
+        phase.set(step);
         slowest = slowest.max(w.connected().await?);
     }
     Ok(slowest)
