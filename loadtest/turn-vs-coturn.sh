@@ -65,6 +65,8 @@ log-file=$WORK/server.log
 EOF
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Kernel (system) ticks alone: the per-datagram network stack work no user-space change removes.
+sys_ticks() { awk '{print $15}' "/proc/$1/stat"; }
 peak_rss_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
@@ -116,11 +118,13 @@ measure() {
   local idle_rss; idle_rss=$(rss_kb "$SERVER_PID")
   # Throughput: CLIENTS allocations, each one channel to an echo peer.
   local c0; c0=$(cpu_ticks "$SERVER_PID")
+  local k0; k0=$(sys_ticks "$SERVER_PID")
   export LOAD_LOG=$WORK/$name-uclient.log
   local timing; timing=$(run_load taskset -c $LOAD_CORE timeout 120 turnutils_uclient -c -m "$CLIENTS" \
       -n "$MESSAGES" -l "$SIZE" -z "$INTERVAL" -W "$SECRET" -u load -e 127.0.0.1 -r "$PEER_PORT" \
       -p "$PORT" 127.0.0.1)
   local c1; c1=$(cpu_ticks "$SERVER_PID")
+  local k1; k1=$(sys_ticks "$SERVER_PID")
   local sent recv lost
   sent=$(grep -o 'tot_send_msgs=[0-9]*' "$LOAD_LOG" | tail -1 | cut -d= -f2)
   recv=$(grep -o 'tot_recv_msgs=[0-9]*' "$LOAD_LOG" | tail -1 | cut -d= -f2)
@@ -148,6 +152,7 @@ PY
   local wall load_cpu; read -r wall load_cpu <<<"$timing"
   R[$name.sent]=${sent:-0} R[$name.recv]=${recv:-0} R[$name.lost]=${lost:-100}
   R[$name.cpu]=$(python3 -c "print(f'{($c1-$c0)/$TICK:.2f}')")
+  R[$name.sys]=$(python3 -c "print(f'{($k1-$k0)/$TICK:.2f}')")
   # Each echoed message crosses the relay twice (client→peer, peer→client).
   R[$name.relayed]=$(( ${sent:-0} + ${recv:-0} ))
   R[$name.pps_per_cpu]=$(python3 -c "c=($c1-$c0)/$TICK; print(f'{${R[$name.relayed]}/c:.0f}' if c>0 else 'inf')")
@@ -182,6 +187,8 @@ Valid: $valid
 | messages sent / echoed back | ${R[coturn.sent]} / ${R[coturn.recv]} | ${R[plenary.sent]} / ${R[plenary.recv]} | |
 | loss (uclient) | ${R[coturn.lost]}% | ${R[plenary.lost]}% | |
 | server CPU seconds | ${R[coturn.cpu]} | ${R[plenary.cpu]} | |
+| of which kernel (system) | ${R[coturn.sys]} | ${R[plenary.sys]} | |
+| best ratio if plenary's user time were zero | | | $(ratio "$(python3 -c "print(f'{${R[plenary.relayed]}/max(${R[plenary.sys]},0.01):.0f}')")" "${R[coturn.pps_per_cpu]}") |
 | relayed packets per server CPU-second | ${R[coturn.pps_per_cpu]} | ${R[plenary.pps_per_cpu]} | $(ratio "${R[plenary.pps_per_cpu]}" "${R[coturn.pps_per_cpu]}") |
 | probe: $PROBE_ALLOCS $PROBE_FLOW flows, relayed packets per server CPU-second | ${R[coturn.probe_pps]} | ${R[plenary.probe_pps]} | $(ratio "${R[plenary.probe_pps]}" "${R[coturn.probe_pps]}") |
 | probe: loss | ${R[coturn.probe_loss]}% | ${R[plenary.probe_loss]}% | |

@@ -686,6 +686,18 @@ impl MediaLoop {
             self.shared.router.left(&room_name, self.worker);
         }
         for peer_id in [p.publish, p.subscribe].into_iter().flatten() {
+            if let Some(peer) = self.peers.get(&peer_id).filter(|pe| !pe.connected) {
+                tracing::info!(
+                    peer = peer_id,
+                    participant = id,
+                    kind = ?peer.kind,
+                    ice = ?peer.ice,
+                    address_seen = self.by_addr.values().any(|v| *v == peer_id),
+                    offer_pending = peer.pending_offer.is_some(),
+                    age_ms = peer.created.elapsed().as_millis() as u64,
+                    "peer leaves without having connected"
+                );
+            }
             if let Some(mut peer) = self.peers.remove(&peer_id) {
                 peer.rtc.disconnect();
                 if let Some(c) = peer.conn.take() {

@@ -211,6 +211,14 @@ impl MediaLoop {
                 continue;
             };
             if !p.connected && now.duration_since(p.created) > CONNECT_TIMEOUT {
+                tracing::info!(
+                    peer = id,
+                    participant = p.participant,
+                    kind = ?p.kind,
+                    ice = ?p.ice,
+                    address_seen = p.conn.is_some(),
+                    "peer did not connect within {CONNECT_TIMEOUT:?}; dropping its participant"
+                );
                 dead.push(id);
                 continue;
             }

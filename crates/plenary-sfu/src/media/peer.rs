@@ -40,6 +40,8 @@ pub(crate) struct Peer {
     pub next_timeout: Instant,
     pub created: Instant,
     pub connected: bool,
+    /// Last ICE state str0m reported (for the log when a peer never connects).
+    pub ice: Option<IceConnectionState>,
     /// Outgoing m-lines (subscribing peers).
     pub slots: Vec<Slot>,
     /// Latest egress estimate (TWCC, else REMB).
@@ -80,6 +82,7 @@ impl Peer {
             next_timeout: now,
             created: now,
             connected: false,
+            ice: None,
             slots: Vec::new(),
             estimate_bps: None,
             desired_bps: 0,
@@ -155,6 +158,7 @@ impl Peer {
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                         return false;
                     }
+                    Event::IceConnectionStateChange(state) => self.ice = Some(state),
                     _ => {}
                 },
                 Err(e) => {

@@ -343,6 +343,8 @@ impl Session {
                     }
                 }
             }
+            // A track whose publisher left carries nothing from then on; that is no freeze.
+            ServerMsg::TrackUnpublished { track, .. } => self.pause(&track.id, true),
             ServerMsg::Paused { track } => self.pause(&track, true),
             ServerMsg::Resumed { track } => self.pause(&track, false),
             _ => {}
