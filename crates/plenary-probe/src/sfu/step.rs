@@ -49,7 +49,7 @@ pub fn subscribers(tracks: &[(u32, bool, TrackWindow)]) -> Vec<Subscriber> {
             let mut has = (false, false);
             for (must, w) in ts {
                 let silent = w.packets == 0;
-                if silent && !must {
+                if w.paused || (silent && !must) {
                     continue;
                 }
                 let max = |a: Option<f64>, b: Option<f64>| match (a, b) {
@@ -266,6 +266,7 @@ mod tests {
 
     fn w(kind: TrackKind, packets: u64, expected: u64, lost: u64) -> TrackWindow {
         TrackWindow {
+            paused: false,
             kind,
             source: Some(0),
             layer: 0,
@@ -309,6 +310,12 @@ mod tests {
             (1, false, w(TrackKind::Audio, 0, 0, 0)),
             // A WHEP track that got nothing: fully lost and frozen.
             (2, true, w(TrackKind::Video, 0, 0, 0)),
+            // Resumed by last-N during the window: left out, whatever it got.
+            (1, true, {
+                let mut p = w(TrackKind::Video, 0, 0, 0);
+                p.paused = true;
+                p
+            }),
         ];
         let s = subscribers(&tracks);
         assert_eq!(s.len(), 2);

@@ -145,6 +145,7 @@ impl MediaLoop {
                 continue;
             }
             let layers: Vec<u8> = (0..3u8).filter(|l| wanted[*l as usize]).collect();
+            tracing::debug!(track = t, ?layers, "layers_wanted");
             if let Some(owner) = self.participants.get(&track.owner) {
                 owner.send(ServerMsg::LayersWanted {
                     track: track_name(t),

@@ -67,6 +67,8 @@ pub struct Receiver {
     /// Media must arrive on it (a WHEP or subscribed track); an audio slot nobody speaks in
     /// may stay silent.
     pub must_flow: bool,
+    /// Paused at some point of the current step window (last-N).
+    pub paused_in_step: bool,
 }
 
 /// Counters the driver sums per second.
@@ -288,6 +290,7 @@ impl Peer {
                             mid,
                             rx: TrackRx::new(kind, self.joined_us, now_us),
                             must_flow: false,
+                            paused_in_step: false,
                         });
                         self.receivers.len() - 1
                     }
@@ -373,6 +376,7 @@ impl Peer {
         }
         if let Some(r) = self.receivers.iter_mut().find(|r| r.mid == mid) {
             r.must_flow = !paused;
+            r.paused_in_step = true;
             r.rx.paused();
         }
     }
@@ -390,6 +394,7 @@ impl Peer {
                     mid,
                     rx: TrackRx::new(kind, self.joined_us, now_us),
                     must_flow: must,
+                    paused_in_step: false,
                 }),
             }
         }
@@ -398,6 +403,8 @@ impl Peer {
     pub fn begin_step(&mut self, now_us: u64) {
         for r in &mut self.receivers {
             r.rx.begin_step(now_us);
+            // Still paused from before: the window starts paused.
+            r.paused_in_step = !r.must_flow && r.paused_in_step;
         }
     }
 
@@ -405,7 +412,11 @@ impl Peer {
     pub fn end_step(&mut self, now_us: u64) -> Vec<(bool, TrackWindow)> {
         self.receivers
             .iter_mut()
-            .map(|r| (r.must_flow, r.rx.end_step(now_us)))
+            .map(|r| {
+                let mut w = r.rx.end_step(now_us);
+                w.paused = r.paused_in_step;
+                (r.must_flow, w)
+            })
             .collect()
     }
 }

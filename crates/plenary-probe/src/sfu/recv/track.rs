@@ -75,6 +75,9 @@ pub struct Second {
 /// One track over one measured step.
 #[derive(Clone, Debug, Serialize)]
 pub struct TrackWindow {
+    /// Last-N paused or resumed it during the window: its frame rate and silence say nothing
+    /// about the server's capacity, so it is left out of the QoE figures.
+    pub paused: bool,
     pub kind: TrackKind,
     pub source: Option<u32>,
     pub layer: u8,
@@ -318,6 +321,7 @@ impl TrackRx {
         let f = &self.frames.counts;
         let video = self.kind == TrackKind::Video;
         TrackWindow {
+            paused: false,
             kind: self.kind,
             source: self.source,
             layer: self.layer,
