@@ -7,7 +7,8 @@
 # Usage: loadtest/sfu-vs-janus.sh [SCENARIO] [-- extra `plenary probe sfu` arguments]
 #   e.g. loadtest/sfu-vs-janus.sh assembly -- --ramp 20:20:200 --hold 10
 # Env: OUT (default loadtest/results/sfu-vs-janus-DATE), SERVER_CPU (0), PROBE_CPU (1),
-#      PLENARY (default: target/release/plenary, built if missing).
+#      PLENARY (default: target/release/plenary, built if missing),
+#      ONLY (plenary or janus: run that side alone, no ratio).
 #
 # Everything runs inside a network namespace this script creates and deletes: Janus's ICE
 # (libnice) skips loopback interfaces, so both servers and the probe share a veth pair
@@ -97,6 +98,7 @@ capacity() { sed -n 's/^  "capacity": \([0-9]*\),$/\1/p' "$OUT/$1/report.json" 2
 valid() { sed -n 's/^  "valid": \(true\|false\),$/\1/p' "$OUT/$1/report.json" 2>/dev/null | head -1; }
 
 # Plenary.
+if [ "${ONLY:-plenary}" = plenary ]; then
 PLENARY_PID=$(start_server plenary "$PLENARY" sfu --http "$SERVER_IP:8080" --media "$SERVER_IP:40000" --no-metrics)
 PIDS+=("$PLENARY_PID")
 wait_http "http://$SERVER_IP:8080/"
@@ -104,7 +106,10 @@ probe plenary "http://$SERVER_IP:8080" "$PLENARY_PID"
 kill "$PLENARY_PID" 2>/dev/null || true
 for _ in $(seq 1 50); do kill -0 "$PLENARY_PID" 2>/dev/null || break; sleep 0.1; done
 
+fi
+
 # Janus: only the HTTP transport and the VideoRoom plugin, ICE on the namespace's veth.
+if [ "${ONLY:-janus}" = janus ]; then
 CFG=$OUT/janus-cfg
 mkdir -p "$CFG"
 cat > "$CFG/janus.jcfg" <<JEOF
@@ -144,6 +149,7 @@ JANUS_PID=$(start_server janus janus -F "$CFG" -o)
 PIDS+=("$JANUS_PID")
 wait_http "http://$SERVER_IP:8088/janus/info"
 probe janus "http://$SERVER_IP:8088/janus" "$JANUS_PID" --api janus
+fi
 
 P=$(capacity plenary)
 J=$(capacity janus)

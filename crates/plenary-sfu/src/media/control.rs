@@ -314,6 +314,11 @@ impl MediaLoop {
     }
 
     fn error_to(&self, participant: u64, message: String) {
+        plenary_ops::limited_debug!(
+            super::LOG_LIMIT,
+            0,
+            "sfu: room API error to participant {participant}: {message}"
+        );
         if let Some(p) = self.participants.get(&participant) {
             p.send(ServerMsg::Error { message });
         }

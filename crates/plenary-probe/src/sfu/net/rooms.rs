@@ -343,6 +343,9 @@ impl Session {
                     }
                 }
             }
+            ServerMsg::Error { message } => {
+                eprintln!("participant {}: the server said: {message}", self.index);
+            }
             // A track whose publisher left carries nothing from then on; that is no freeze.
             ServerMsg::TrackUnpublished { track, .. } => self.pause(&track.id, true),
             ServerMsg::Paused { track } => self.pause(&track, true),
