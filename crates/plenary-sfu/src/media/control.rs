@@ -617,6 +617,11 @@ impl MediaLoop {
             let id = self.new_id();
             let mut t = Track::new(owner, peer_id, mid, kind, source);
             t.rids = rids;
+            t.pipe_to = self
+                .participants
+                .get(&owner)
+                .and_then(|p| self.rooms.get(&p.room))
+                .map_or(0, |r| r.others);
             let info = t.info(id);
             self.tracks.insert(id, t);
             self.track_by_mid.insert((peer_id, mid), id);

@@ -39,14 +39,9 @@ impl MediaLoop {
                 .and_then(|pp| codec_of(pp, p.header.payload_type))
                 .unwrap_or(Codec::Other);
         }
-        let owner = track.owner;
-        let others = self
-            .participants
-            .get(&owner)
-            .and_then(|o| self.rooms.get(&o.room))
-            .map_or(0, |r| r.others);
-        if others != 0 {
-            self.pipe_packet(others, track_id, layer, &p);
+        if track.pipe_to != 0 {
+            let (to, codec) = (track.pipe_to, track.codec);
+            self.pipe_packet(to, track_id, layer, codec, &p);
         }
         self.forward_track(track_id, layer, Packet::from(&p), now);
     }

@@ -71,6 +71,9 @@ pub(crate) struct Track {
     pub keyframes: [KeyframeLimiter; 3],
     /// The publisher sends RFC 6464 levels; tracks without them cannot be ranked by loudness.
     pub has_levels: bool,
+    /// Other workers its packets are piped to (its room's span; 0 for remote tracks). Kept
+    /// here so the packet path needs no room lookup.
+    pub pipe_to: u64,
 }
 
 impl Track {
@@ -92,6 +95,7 @@ impl Track {
             rids: Vec::new(),
             keyframes: std::array::from_fn(|_| KeyframeLimiter::new(KEYFRAME_INTERVAL)),
             has_levels: false,
+            pipe_to: 0,
         }
     }
 

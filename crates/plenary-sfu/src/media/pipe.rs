@@ -183,6 +183,18 @@ impl MediaLoop {
             .copied()
             .filter(|p| removed & (1 << worker_of(*p)) != 0)
             .collect();
+        let local: Vec<u64> = self.rooms.get(room).map_or_else(Vec::new, |r| {
+            r.tracks
+                .iter()
+                .copied()
+                .filter(|t| worker_of(*t) == me)
+                .collect()
+        });
+        for t in local {
+            if let Some(track) = self.tracks.get_mut(&t) {
+                track.pipe_to = others;
+            }
+        }
         for id in gone {
             self.remove_participant(id);
         }
@@ -309,9 +321,9 @@ impl MediaLoop {
         others: u64,
         track: u64,
         layer: usize,
+        codec: Codec,
         p: &str0m::rtp::RtpPacket,
     ) {
-        let codec = self.tracks.get(&track).map_or(Codec::Other, |t| t.codec);
         self.stats.piped_packets += u64::from(others.count_ones());
         for w in bits(others) {
             if let Some(tx) = self.shared.router.worker(w) {
