@@ -704,6 +704,9 @@ impl MediaLoop {
                     ice = ?peer.ice,
                     address_seen = self.by_addr.values().any(|v| *v == peer_id),
                     offer_pending = peer.pending_offer.is_some(),
+                    dtls_tx = peer.dtls_tx,
+                    dtls_rx = peer.dtls_rx,
+                    send_errors = peer.send_errors,
                     age_ms = peer.created.elapsed().as_millis() as u64,
                     "peer leaves without having connected"
                 );

@@ -217,6 +217,9 @@ impl MediaLoop {
                     kind = ?p.kind,
                     ice = ?p.ice,
                     address_seen = p.conn.is_some(),
+                    dtls_tx = p.dtls_tx,
+                    dtls_rx = p.dtls_rx,
+                    send_errors = p.send_errors,
                     "peer did not connect within {CONNECT_TIMEOUT:?}; dropping its participant"
                 );
                 dead.push(id);
@@ -261,6 +264,9 @@ impl MediaLoop {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
+        if !p.connected && peer::is_dtls(data) {
+            p.dtls_rx += 1;
+        }
         if let Err(e) = p.rtc.handle_input(input) {
             self.stats.dropped_malformed += 1;
             plenary_ops::limited_debug!(LOG_LIMIT, 0, "sfu: input from {src} refused: {e}");

@@ -42,6 +42,10 @@ pub(crate) struct Peer {
     pub connected: bool,
     /// Last ICE state str0m reported (for the log when a peer never connects).
     pub ice: Option<IceConnectionState>,
+    /// DTLS datagrams sent to and received from the peer before it connected (same log).
+    pub dtls_tx: u32,
+    pub dtls_rx: u32,
+    pub send_errors: u32,
     /// Outgoing m-lines (subscribing peers).
     pub slots: Vec<Slot>,
     /// Latest egress estimate (TWCC, else REMB).
@@ -83,6 +87,9 @@ impl Peer {
             created: now,
             connected: false,
             ice: None,
+            dtls_tx: 0,
+            dtls_rx: 0,
+            send_errors: 0,
             slots: Vec::new(),
             estimate_bps: None,
             desired_bps: 0,
@@ -123,14 +130,16 @@ impl Peer {
                     break;
                 }
                 Ok(Output::Transmit(t)) => {
+                    if !self.connected && is_dtls(&t.contents) {
+                        self.dtls_tx += 1;
+                    }
                     // A full socket buffer drops the datagram, as the network would.
-                    match &self.conn {
-                        Some(c) if c.remote == t.destination => {
-                            let _ = c.sock.send(&t.contents);
-                        }
-                        _ => {
-                            let _ = sock.send_to(&t.contents, t.destination);
-                        }
+                    let sent = match &self.conn {
+                        Some(c) if c.remote == t.destination => c.sock.send(&t.contents),
+                        _ => sock.send_to(&t.contents, t.destination),
+                    };
+                    if sent.is_err() && !self.connected {
+                        self.send_errors += 1;
                     }
                 }
                 Ok(Output::Event(e)) => match e {
@@ -169,4 +178,9 @@ impl Peer {
         }
         self.rtc.is_alive()
     }
+}
+
+/// RFC 7983 demultiplexing: DTLS records start with a byte in 20..=63.
+pub(crate) fn is_dtls(datagram: &[u8]) -> bool {
+    datagram.first().is_some_and(|b| (20..=63).contains(b))
 }

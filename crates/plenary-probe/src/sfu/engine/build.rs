@@ -196,7 +196,9 @@ pub fn answer(
     let socket = bind(ctx.bind_ip).map_err(|e| format!("bind {}: {e}", ctx.bind_ip))?;
     let mut rtc = new_rtc(&socket)?;
     let expect = expect.unwrap_or_else(|| offered_tracks(offer));
-    let sdp = SdpOffer::from_sdp_string(offer).map_err(|e| format!("offer does not parse: {e}"))?;
+    let offer = take_dtls_client_role(offer);
+    let sdp =
+        SdpOffer::from_sdp_string(&offer).map_err(|e| format!("offer does not parse: {e}"))?;
     let answer = rtc
         .sdp_api()
         .accept_offer(sdp)
@@ -214,6 +216,15 @@ pub fn answer(
     )
     .map_err(|e| e.to_string())?;
     Ok((peer, answer.to_sdp_string()))
+}
+
+/// Browsers answer a server's `a=setup:actpass` with `active`: they are the DTLS client. str0m
+/// would answer `passive`, which makes the server the DTLS client, a path browsers never
+/// take (and where plenary's subscribe connections stalled now and then, see
+/// loadtest/results/sfu-vs-janus.md). Reading the offer as `passive` makes str0m answer
+/// `active`, as Chromium does; the server only looks at the answer.
+fn take_dtls_client_role(offer: &str) -> String {
+    offer.replace("a=setup:actpass", "a=setup:passive")
 }
 
 /// A new offer on an existing peer (the room API's subscribe connection).
@@ -280,6 +291,15 @@ pub fn offered_tracks(sdp: &str) -> Vec<(Mid, TrackKind, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_as_the_dtls_client_like_a_browser() {
+        let offer =
+            "v=0\r\na=setup:actpass\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=setup:actpass\r\n";
+        let o = take_dtls_client_role(offer);
+        assert_eq!(o.matches("a=setup:passive").count(), 2);
+        assert!(!o.contains("actpass"));
+    }
 
     #[test]
     fn finds_the_tracks_an_offer_sends() {
