@@ -22,6 +22,7 @@ pub(crate) mod model;
 mod peer;
 mod pipe;
 mod policy;
+mod room_api;
 mod slot;
 mod stats;
 
