@@ -5,6 +5,7 @@
 //! alone finds its worker. Placement is consulted on joins only, never per packet.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex, OnceLock};
 
 use crate::Cmd;
@@ -56,6 +57,9 @@ pub(crate) struct WorkerTx<'a> {
     index: usize,
     tx: &'a mpsc::Sender<Cmd>,
     waker: Option<&'a mio::Waker>,
+    /// Set once a wake-up is on its way, until the worker drains its channel: piped media
+    /// sends many messages per pass, and one eventfd write per pass is enough.
+    woken: &'a AtomicBool,
 }
 
 impl WorkerTx<'_> {
@@ -67,7 +71,9 @@ impl WorkerTx<'_> {
     pub(crate) fn send(&self, cmd: Cmd) -> Result<(), Stopped> {
         self.tx.send(cmd).map_err(|_| Stopped)?;
         if let Some(w) = self.waker {
-            let _ = w.wake();
+            if !self.woken.swap(true, Ordering::AcqRel) {
+                let _ = w.wake();
+            }
         }
         Ok(())
     }
@@ -76,6 +82,7 @@ impl WorkerTx<'_> {
 pub(crate) struct Router {
     senders: Vec<mpsc::Sender<Cmd>>,
     wakers: Vec<OnceLock<mio::Waker>>,
+    woken: Vec<AtomicBool>,
     /// Members a room gets on one worker before it spans another (0: never).
     spill: usize,
     rooms: Mutex<HashMap<String, RoomPlace>>,
@@ -85,6 +92,7 @@ impl Router {
     pub(crate) fn new(senders: Vec<mpsc::Sender<Cmd>>, spill: usize) -> Self {
         Self {
             wakers: senders.iter().map(|_| OnceLock::new()).collect(),
+            woken: senders.iter().map(|_| AtomicBool::new(false)).collect(),
             senders,
             spill,
             rooms: Mutex::new(HashMap::new()),
@@ -107,6 +115,15 @@ impl Router {
             index: w,
             tx: &self.senders[w],
             waker: self.wakers[w].get(),
+            woken: &self.woken[w],
+        }
+    }
+
+    /// A worker calls this before draining its channel: a message sent from now on wakes it
+    /// again.
+    pub(crate) fn draining(&self, worker: usize) {
+        if let Some(w) = self.woken.get(worker) {
+            w.store(false, Ordering::Release);
         }
     }
 

@@ -128,6 +128,7 @@ impl MediaLoop {
         let mut buf = vec![0u8; 2048];
         let Some(mut io) = self.io.take() else { return };
         while !stop.load(Ordering::Relaxed) {
+            self.shared.router.draining(self.worker);
             while let Ok(cmd) = self.cmds.try_recv() {
                 self.command(cmd);
             }
