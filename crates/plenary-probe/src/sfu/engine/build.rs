@@ -220,9 +220,8 @@ pub fn answer(
 
 /// Browsers answer a server's `a=setup:actpass` with `active`: they are the DTLS client. str0m
 /// would answer `passive`, which makes the server the DTLS client, a path browsers never
-/// take (and where plenary's subscribe connections stalled now and then, see
-/// loadtest/results/sfu-vs-janus.md). Reading the offer as `passive` makes str0m answer
-/// `active`, as Chromium does; the server only looks at the answer.
+/// take. Reading the offer as `passive` makes str0m answer `active`, as Chromium does; the
+/// server only looks at the answer.
 fn take_dtls_client_role(offer: &str) -> String {
     offer.replace("a=setup:actpass", "a=setup:passive")
 }
