@@ -216,17 +216,8 @@ pub fn render(r: &Report) -> String {
           <th>relayed/s</th><th>loss %</th><th>loss p95 %</th><th>delay p95 ms</th><th>jitter p95 ms</th>\
           <th>server CPU %</th><th>packets/server CPU-s</th><th>probe CPU %</th><th>lag p99 ms</th><th class=\"l\">verdict</th></tr>";
     for s in &r.steps {
-        let verdict = if !s.valid {
-            format!("INVALID: {}", s.invalid_reasons.join("; "))
-        } else if s.held {
-            "held".into()
-        } else {
-            s.breaches
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let verdict =
+            crate::stats::knee::step_verdict(s.valid, s.held, &s.invalid_reasons, &s.breaches);
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.0}</td><td>{:.2}</td><td>{:.2}</td><td>{:.1}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.1}</td><td class=\"l\">{}</td></tr>",

@@ -27,17 +27,8 @@ pub fn merge(a: &mut Snapshot, b: &Snapshot) {
 /// One line per measured step.
 pub fn describe(s: &StepResult) -> String {
     let p95 = |p: &Option<Percentiles>| p.map_or("-".to_string(), |p| format!("{:.2}", p.p95));
-    let verdict = if !s.valid {
-        format!("INVALID: {}", s.invalid_reasons.join("; "))
-    } else if s.held {
-        "held".into()
-    } else {
-        s.breaches
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let verdict =
+        crate::stats::knee::step_verdict(s.valid, s.held, &s.invalid_reasons, &s.breaches);
     let m = &s.metrics;
     format!(
         "{} | joins {:.0}% | p95: audio loss {}% freeze {}% fps {}% delay {} ms jitter {} ms | rx {:.1} Mbit/s | probe cpu {:.0}% lag p99 {:.1} ms{}",

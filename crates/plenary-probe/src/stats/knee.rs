@@ -84,6 +84,27 @@ impl fmt::Display for Breach {
     }
 }
 
+/// One line for a step's outcome, as the progress output and the HTML table print it:
+/// invalid with its reasons, held, or the thresholds it broke.
+pub fn step_verdict<B: fmt::Display>(
+    valid: bool,
+    held: bool,
+    invalid_reasons: &[String],
+    breaches: &[B],
+) -> String {
+    if !valid {
+        format!("INVALID: {}", invalid_reasons.join("; "))
+    } else if held {
+        "held".into()
+    } else {
+        breaches
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// Every threshold the step breaks; empty when it held. NaN values count as breaches,
 /// since a metric that could not be measured cannot be said to hold.
 pub fn verdict(t: &Thresholds, q: &StepQoe) -> Vec<Breach> {
@@ -221,6 +242,18 @@ impl<M: Copy> Knee<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn step_verdict_says_invalid_held_or_what_broke() {
+        let reasons = vec!["probe cpu 95%".to_string()];
+        assert_eq!(
+            step_verdict::<String>(false, true, &reasons, &[]),
+            "INVALID: probe cpu 95%"
+        );
+        assert_eq!(step_verdict::<String>(true, true, &[], &[]), "held");
+        let broke = ["delay".to_string(), "jitter".to_string()];
+        assert_eq!(step_verdict(true, false, &[], &broke), "delay, jitter");
+    }
 
     fn qoe(join: f64, loss: f64, delay: f64, jitter: f64) -> StepQoe {
         StepQoe {
