@@ -18,6 +18,7 @@ use tokio::sync::{oneshot, watch};
 mod assets;
 pub mod config;
 pub mod core;
+pub mod dtls_trace;
 mod http;
 mod media;
 mod metrics_desc;

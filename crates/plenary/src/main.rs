@@ -65,6 +65,14 @@ fn main() -> ExitCode {
             };
         }
         Command::Probe(ProbeCommand::Sfu(args)) => {
+            let format = plenary_ops::logging::LogFormat::Plain;
+            match plenary_ops::logging::init(&args.log_level, format, None) {
+                Ok(_) => {}
+                Err(err) => {
+                    eprintln!("plenary probe sfu: --log-level: {err}");
+                    return ExitCode::from(2);
+                }
+            }
             return match plenary_probe::sfu::run(*args) {
                 Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(2)),
                 Err(err) => {

@@ -81,6 +81,11 @@ pub struct SfuProbeArgs {
     /// Driver threads (each runs a poll loop over its share of the peers).
     #[arg(long, default_value_t = 1)]
     pub drivers: usize,
+    /// Log filter for the probe and the embedded SFU, on stderr: e.g. "info" shows peers the
+    /// SFU gave up on; "info,plenary_sfu::dtls=debug,plenary_probe::dtls=debug" traces every
+    /// handshake datagram.
+    #[arg(long, default_value = "warn")]
+    pub log_level: String,
     /// Local address the synthetic clients bind (default: the one that routes to the
     /// target).
     #[arg(long)]

@@ -266,10 +266,16 @@ impl MediaLoop {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
-        if !p.connected && peer::is_dtls(data) {
+        let handshaking = !p.connected && peer::is_dtls(data);
+        if handshaking {
             p.dtls_rx += 1;
+            tracing::debug!(target: "plenary_sfu::dtls", peer = id, %src,
+                rx = %crate::dtls_trace::DtlsRecords(data));
         }
         if let Err(e) = p.rtc.handle_input(input) {
+            if handshaking {
+                tracing::debug!(target: "plenary_sfu::dtls", peer = id, "refused: {e}");
+            }
             self.stats.dropped_malformed += 1;
             plenary_ops::limited_debug!(LOG_LIMIT, 0, "sfu: input from {src} refused: {e}");
             return;

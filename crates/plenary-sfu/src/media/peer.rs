@@ -132,6 +132,9 @@ impl Peer {
                 Ok(Output::Transmit(t)) => {
                     if !self.connected && is_dtls(&t.contents) {
                         self.dtls_tx += 1;
+                        tracing::debug!(target: "plenary_sfu::dtls", participant = self.participant,
+                            kind = ?self.kind, dst = %t.destination,
+                            tx = %crate::dtls_trace::DtlsRecords(&t.contents));
                     }
                     // A full socket buffer drops the datagram, as the network would.
                     let sent = match &self.conn {

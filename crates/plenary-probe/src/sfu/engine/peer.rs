@@ -7,6 +7,7 @@ use crate::sfu::media::opus::{AudioGen, AudioSpec, Role};
 use crate::sfu::media::video::{VideoGen, VideoSpec};
 use crate::sfu::media::OutPacket;
 use crate::sfu::recv::track::{RxPacket, TrackKind, TrackRx, TrackWindow};
+use plenary_sfu::dtls_trace::DtlsRecords;
 use std::net::SocketAddr;
 use std::time::Instant;
 use str0m::format::Codec;
@@ -157,8 +158,16 @@ impl Peer {
         let Ok(r) = Receive::new(Protocol::Udp, src, self.local, data) else {
             return;
         };
-        if self.rtc.handle_input(Input::Receive(now, r)).is_err() {
+        let handshaking = self.connected_us.is_none() && is_dtls(data);
+        if handshaking {
+            tracing::debug!(target: "plenary_probe::dtls", local = %self.local, %src,
+                rx = %DtlsRecords(data));
+        }
+        if let Err(e) = self.rtc.handle_input(Input::Receive(now, r)) {
             self.counters.rtc_errors += 1;
+            if handshaking {
+                tracing::debug!(target: "plenary_probe::dtls", local = %self.local, "refused: {e}");
+            }
         }
         self.drain(clock);
     }
@@ -238,16 +247,22 @@ impl Peer {
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => return clock.us(t),
-                Ok(Output::Transmit(t)) => match self.socket.send_to(&t.contents, t.destination) {
-                    Ok(n) => {
-                        self.counters.tx_packets += 1;
-                        self.counters.tx_bytes += n as u64;
+                Ok(Output::Transmit(t)) => {
+                    if self.connected_us.is_none() && is_dtls(&t.contents) {
+                        tracing::debug!(target: "plenary_probe::dtls", local = %self.local,
+                            dst = %t.destination, tx = %DtlsRecords(&t.contents));
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        self.counters.send_drops += 1
+                    match self.socket.send_to(&t.contents, t.destination) {
+                        Ok(n) => {
+                            self.counters.tx_packets += 1;
+                            self.counters.tx_bytes += n as u64;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            self.counters.send_drops += 1
+                        }
+                        Err(_) => self.counters.send_errors += 1,
                     }
-                    Err(_) => self.counters.send_errors += 1,
-                },
+                }
                 Ok(Output::Event(e)) => self.on_event(clock, e),
                 Err(_) => {
                     self.counters.rtc_errors += 1;
@@ -434,4 +449,9 @@ fn pick_pt(rtc: &Rtc, mid: Mid, codec: Codec) -> Option<Pt> {
                 .is_some_and(|p| p.spec().codec == codec)
         })
         .or_else(|| media.remote_pts().first().copied())
+}
+
+/// RFC 7983 demultiplexing: DTLS records start with a byte in 20..=63.
+fn is_dtls(datagram: &[u8]) -> bool {
+    datagram.first().is_some_and(|b| (20..=63).contains(b))
 }
