@@ -173,8 +173,9 @@ fn chromium_window(kind: &str, start: &Value, end: &Value, log: &Value) -> Chrom
     let d = |k: &str| num(b, k) - num(a, k);
     let seconds = d("timestamp") / 1000.0;
     assert!(seconds > 1.0, "window of {seconds} s: {a} then {b}");
-    // packetsReceived counts retransmissions too, and the SFU's str0m sends some unasked
-    // (bandwidth probing): the probe counts each sequence number once, so compare that.
+    // packetsReceived counts retransmissions too, and Chromium gets some it never asked
+    // for (0 NACKs in trials; likely the SFU's bandwidth probing). The probe counts each
+    // sequence number once, so compare that.
     let retransmitted = d("retransmittedPacketsReceived");
     let (packets, lost) = (d("packetsReceived") - retransmitted, d("packetsLost"));
     Chromium {
