@@ -8,16 +8,16 @@
 
 mod common;
 
-use common::webdriver::{require_browser, Driver, Options};
-use plenary_sfu::{serve, RunningSfu, SfuConfig};
-use serde_json::{json, Value};
+use common::sfu::{browser, poll, Sfu};
+use common::webdriver::require_browser;
+use serde_json::json;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One browser test at a time: each encodes and decodes video in Chromium.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -25,48 +25,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// How long a page may take to connect, and then to show media.
 const CONNECT: Duration = Duration::from_secs(20);
 const MEDIA: Duration = Duration::from_secs(20);
-
-/// The SFU on its own tokio runtime, shut down on Drop.
-struct Sfu {
-    rt: tokio::runtime::Runtime,
-    sfu: Option<RunningSfu>,
-}
-
-impl Sfu {
-    fn start() -> Sfu {
-        Sfu::start_with(|_| {})
-    }
-
-    fn start_with(f: impl FnOnce(&mut SfuConfig)) -> Sfu {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        let mut config = SfuConfig {
-            http: any,
-            media: any,
-            public_ip: None,
-            ..SfuConfig::default()
-        };
-        f(&mut config);
-        let sfu = rt.block_on(serve(config)).expect("sfu starts");
-        Sfu { rt, sfu: Some(sfu) }
-    }
-
-    fn base(&self) -> String {
-        format!("http://{}", self.sfu.as_ref().expect("running").http_addr())
-    }
-}
-
-impl Drop for Sfu {
-    fn drop(&mut self) {
-        if let Some(sfu) = self.sfu.take() {
-            self.rt.block_on(sfu.shutdown());
-        }
-    }
-}
 
 /// Serves the files of one directory over HTTP/1.0 on 127.0.0.1 (a second origin).
 struct StaticSite {
@@ -170,32 +128,6 @@ fn serve_file(mut stream: TcpStream, dir: &Path) {
 
 fn assets_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/plenary-sfu/assets")
-}
-
-fn browser(chromedriver: &Path) -> Driver {
-    Driver::start(
-        chromedriver,
-        Options {
-            fake_media: true,
-            loopback_webrtc: true,
-        },
-    )
-}
-
-/// Runs the async `script` with `args` until it answers `{ok: true, ...}`, at most `limit`.
-/// `Err` carries the last answer.
-fn poll(driver: &Driver, script: &str, args: &Value, limit: Duration) -> Result<Value, Value> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let v = driver.execute_async(script, args.clone());
-        if v["ok"] == json!(true) {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            return Err(v);
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 /// whip.html: `ok` once the publish connection is up; with `layers` > 1, once that many video

@@ -1,0 +1,79 @@
+//! The SFU in-process on 127.0.0.1 and the Chromium that views it: shared by the browser
+//! tests of the SFU (`sfu_chromium`, `sfu_probe_vs_chromium`).
+
+use super::webdriver::{Driver, Options};
+use plenary_sfu::{serve, RunningSfu, SfuConfig};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The SFU on its own tokio runtime, shut down on Drop.
+pub struct Sfu {
+    rt: tokio::runtime::Runtime,
+    sfu: Option<RunningSfu>,
+}
+
+impl Sfu {
+    pub fn start() -> Sfu {
+        Sfu::start_with(|_| {})
+    }
+
+    pub fn start_with(f: impl FnOnce(&mut SfuConfig)) -> Sfu {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let mut config = SfuConfig {
+            http: any,
+            media: any,
+            public_ip: None,
+            ..SfuConfig::default()
+        };
+        f(&mut config);
+        let sfu = rt.block_on(serve(config)).expect("sfu starts");
+        Sfu { rt, sfu: Some(sfu) }
+    }
+
+    /// `http://127.0.0.1:PORT`, where the pages, WHIP, WHEP and the room API are.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.sfu.as_ref().expect("running").http_addr())
+    }
+}
+
+impl Drop for Sfu {
+    fn drop(&mut self) {
+        if let Some(sfu) = self.sfu.take() {
+            self.rt.block_on(sfu.shutdown());
+        }
+    }
+}
+
+/// Chromium with a fake camera and microphone that may use loopback ICE candidates.
+pub fn browser(chromedriver: &Path) -> Driver {
+    Driver::start(
+        chromedriver,
+        Options {
+            fake_media: true,
+            loopback_webrtc: true,
+        },
+    )
+}
+
+/// Runs the async `script` with `args` until it answers `{ok: true, ...}`, at most `limit`.
+/// `Err` carries the last answer.
+pub fn poll(driver: &Driver, script: &str, args: &Value, limit: Duration) -> Result<Value, Value> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let v = driver.execute_async(script, args.clone());
+        if v["ok"] == json!(true) {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            return Err(v);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
