@@ -223,6 +223,11 @@ impl Peer {
                 self.counters.keyframes_out += g.keyframes - kf_before;
             }
             lags.push(now_us.saturating_sub(scheduled));
+            let skipped = match gen {
+                Gen::Audio(g) => &mut g.skipped_lags_us,
+                Gen::Video(g) => &mut g.skipped_lags_us,
+            };
+            lags.append(skipped);
             let (Some(pt), Some(tx)) = (s.pt, api.stream_tx_by_mid(s.mid, s.rid)) else {
                 continue;
             };

@@ -8,6 +8,9 @@ pub mod stamp;
 pub mod video;
 pub mod vp8;
 
+/// Skipped frames remembered between two sends of a generator (a 10 s stall at 50 fps).
+const MAX_SKIPPED: usize = 500;
+
 /// One RTP packet to write: the payload and the header fields the stack does not choose.
 #[derive(Clone, Debug)]
 pub struct OutPacket {

@@ -76,6 +76,9 @@ pub struct AudioGen {
     talking: bool,
     phase_end_us: u64,
     pub packets: u64,
+    /// How late (µs) each frame was that the generator skipped after falling behind; the
+    /// driver counts them as send lag, so a probe stall cannot pass for a server freeze.
+    pub skipped_lags_us: Vec<u64>,
 }
 
 impl AudioGen {
@@ -88,6 +91,7 @@ impl AudioGen {
             talking: false,
             phase_end_us: start_us,
             packets: 0,
+            skipped_lags_us: Vec::new(),
             spec,
             role,
             source,
@@ -156,7 +160,13 @@ impl AudioGen {
         };
         self.next_us += step;
         if now_us > self.next_us + step {
-            self.next_us = now_us - (now_us - self.next_us) % frame;
+            let resume = now_us - (now_us - self.next_us) % frame;
+            let mut t = self.next_us;
+            while t < resume && self.skipped_lags_us.len() < super::MAX_SKIPPED {
+                self.skipped_lags_us.push(now_us - t);
+                t += step;
+            }
+            self.next_us = resume;
         }
         scheduled
     }
@@ -222,6 +232,21 @@ mod tests {
             })
             .count();
         assert_eq!(loud, talking);
+    }
+
+    #[test]
+    fn a_stalled_generator_counts_each_skipped_frame_as_late() {
+        let mut g = AudioGen::new(spec(), Role::Speaker, 1, 2, 0);
+        let mut out = Vec::new();
+        g.frame(0, &mut out);
+        assert!(g.skipped_lags_us.is_empty());
+        // 200 ms late for the frame due at 20 ms: the frames due at 40..=200 ms are skipped.
+        let sched = g.frame(220_000, &mut out);
+        assert_eq!(sched, 20_000);
+        assert_eq!(g.due_us(), 220_000);
+        assert_eq!(g.skipped_lags_us.len(), 9);
+        assert_eq!(g.skipped_lags_us[0], 180_000);
+        assert_eq!(*g.skipped_lags_us.last().unwrap(), 20_000);
     }
 
     #[test]

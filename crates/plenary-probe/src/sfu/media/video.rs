@@ -43,6 +43,9 @@ pub struct VideoGen {
     pub keyframes: u64,
     pub keyframe_requests: u64,
     pub frames: u64,
+    /// How late (µs) each frame was that the generator skipped after falling behind; the
+    /// driver counts them as send lag, so a probe stall cannot pass for a server freeze.
+    pub skipped_lags_us: Vec<u64>,
 }
 
 impl VideoGen {
@@ -65,6 +68,7 @@ impl VideoGen {
             keyframes: 0,
             keyframe_requests: 0,
             frames: 0,
+            skipped_lags_us: Vec::new(),
             spec,
             source,
             rng,
@@ -99,7 +103,13 @@ impl VideoGen {
         let next = self.due_us();
         if now_us as f64 > next as f64 + step {
             let behind = (now_us - next) as f64 % step;
-            self.base_us = now_us - behind as u64;
+            let resume = now_us - behind as u64;
+            let mut t = next as f64;
+            while (t as u64) < resume && self.skipped_lags_us.len() < super::MAX_SKIPPED {
+                self.skipped_lags_us.push(now_us - t as u64);
+                t += step;
+            }
+            self.base_us = resume;
             self.n = 0;
         }
         if !self.active {
@@ -274,6 +284,10 @@ mod tests {
         g.frame(0, &mut out);
         let sched = g.frame(1_000_000, &mut out);
         assert_eq!(sched, 33_333);
+        // Frames 2..=29 (66.7 ms .. 966.7 ms) were skipped, each counted with its lateness.
+        assert_eq!(g.skipped_lags_us.len(), 28);
+        assert_eq!(g.skipped_lags_us[0], 1_000_000 - 66_667);
+        assert!(g.skipped_lags_us.iter().all(|&l| l > 33_000));
         assert!(g.due_us() >= 1_000_000 - 33_333 && g.due_us() <= 1_000_000 + 33_333);
         g.active = false;
         out.clear();
