@@ -297,26 +297,18 @@ impl SpeakerDetector {
     }
 }
 
-/// Whose video to forward under last-N: the active speaker first, then the most recent
+/// Whose video to forward under last-N: `keep` first in its order (the active speaker, then
+/// whoever shares a screen, so an assembly's presenter is never cut), then the most recent
 /// speakers, then the remaining `candidates` (participants with video) in their order;
 /// at most `n`, only candidates, no duplicates. `out` is cleared first.
-pub fn last_n(
-    ranking: &[u64],
-    candidates: &[u64],
-    n: usize,
-    keep: Option<u64>,
-    out: &mut Vec<u64>,
-) {
+pub fn last_n(ranking: &[u64], candidates: &[u64], n: usize, keep: &[u64], out: &mut Vec<u64>) {
     out.clear();
     let push = |id: u64, out: &mut Vec<u64>| {
         if out.len() < n && candidates.contains(&id) && !out.contains(&id) {
             out.push(id);
         }
     };
-    if let Some(k) = keep {
-        push(k, out);
-    }
-    for &id in ranking.iter().chain(candidates) {
+    for &id in keep.iter().chain(ranking).chain(candidates) {
         if out.len() >= n {
             break;
         }

@@ -95,17 +95,26 @@ impl MediaLoop {
             .filter(|t| t.kind == MediaKind::Video && t.source == TrackSource::Camera)
             .map(|t| t.owner)
             .collect();
+        // The active speaker, then presenters (whoever shares a screen): never cut by last-N.
+        let mut keep: Vec<u64> = room.active.into_iter().collect();
+        keep.extend(
+            room.tracks
+                .iter()
+                .filter_map(|t| self.tracks.get(t))
+                .filter(|t| t.kind == MediaKind::Video && t.source == TrackSource::Screen)
+                .map(|t| t.owner),
+        );
         let mut forwarded = Vec::new();
         last_n(
             &ranking,
             &cameras,
             self.config.last_n,
-            room.active,
+            &keep,
             &mut forwarded,
         );
         room.forwarded = forwarded;
         let mut programme = Vec::new();
-        last_n(&ranking, &cameras, usize::MAX, room.active, &mut programme);
+        last_n(&ranking, &cameras, usize::MAX, &keep, &mut programme);
 
         // 4. Re-bind every subscriber slot of the room and choose its layer.
         let subscribers: Vec<u64> = room

@@ -223,18 +223,31 @@ fn last_n_order() {
     let mut out = vec![42];
     let ranking = [5, 3, 9, 1];
     let video = [1, 2, 3, 4, 5];
-    last_n(&ranking, &video, 3, Some(2), &mut out);
+    last_n(&ranking, &video, 3, &[2], &mut out);
     assert_eq!(out, vec![2, 5, 3]);
     // Speaker also ranked first: no duplicate.
-    last_n(&ranking, &video, 3, Some(5), &mut out);
+    last_n(&ranking, &video, 3, &[5], &mut out);
     assert_eq!(out, vec![5, 3, 1]);
     // Speaker without video, short ranking: filled from the candidates in order.
-    last_n(&[3], &video, 4, Some(9), &mut out);
+    last_n(&[3], &video, 4, &[9], &mut out);
     assert_eq!(out, vec![3, 1, 2, 4]);
-    last_n(&ranking, &video, 0, Some(5), &mut out);
+    last_n(&ranking, &video, 0, &[5], &mut out);
     assert!(out.is_empty());
-    last_n(&ranking, &[], 3, Some(5), &mut out);
+    last_n(&ranking, &[], 3, &[5], &mut out);
     assert!(out.is_empty());
-    last_n(&[], &[7, 7, 8], 5, None, &mut out);
+    last_n(&[], &[7, 7, 8], 5, &[], &mut out);
     assert_eq!(out, vec![7, 8]);
+}
+
+#[test]
+fn last_n_keeps_a_presenter_who_has_not_spoken() {
+    // Ten cameras, last-N of 9: the presenter (1) has not spoken and would be the one cut.
+    let cameras: Vec<u64> = (1..=10).collect();
+    let ranking = [2, 3, 4, 5, 6, 7, 8, 9, 10];
+    let mut out = Vec::new();
+    last_n(&ranking, &cameras, 9, &[4], &mut out);
+    assert!(!out.contains(&1));
+    // Kept after the active speaker (4) because it shares a screen.
+    last_n(&ranking, &cameras, 9, &[4, 1], &mut out);
+    assert_eq!(out, vec![4, 1, 2, 3, 5, 6, 7, 8, 9]);
 }
