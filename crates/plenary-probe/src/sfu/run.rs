@@ -464,6 +464,7 @@ impl<'a> Runner<'a> {
             while set.join_next().await.is_some() {}
         })
         .await;
+        self.ctx.janus.clear();
         self.present = 0;
         if self.repeat + 1 < self.repeat_count {
             tokio::time::sleep(Duration::from_secs(2)).await;

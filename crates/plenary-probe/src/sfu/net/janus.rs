@@ -32,6 +32,17 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Forgets every feed: after a teardown their publishers have left, and a subscriber of
+    /// the next repeat must wait for the new ones (Janus answers "No such feed" otherwise).
+    pub fn clear(&self) {
+        if let Ok(mut f) = self.feeds.lock() {
+            f.clear();
+        }
+        if let Ok(mut r) = self.room_feeds.lock() {
+            r.clear();
+        }
+    }
+
     fn feed(&self, index: u32) -> Option<Feed> {
         self.feeds.lock().ok()?.get(&index).cloned()
     }
@@ -439,6 +450,21 @@ mod tests {
                 json!({"mid": "2", "substream": 0, "temporal": 2})
             ]
         );
+    }
+
+    #[test]
+    fn cleared_feeds_are_waited_for_again() {
+        let shared = Shared::default();
+        let feed = Feed {
+            id: 7,
+            mids: Vec::new(),
+        };
+        shared.feeds.lock().unwrap().insert(0, feed);
+        shared.room_feeds.lock().unwrap().insert("r".into(), 0);
+        assert_eq!(shared.feed(0).map(|f| f.id), Some(7));
+        shared.clear();
+        assert!(shared.feed(0).is_none());
+        assert!(shared.room_feeds.lock().unwrap().is_empty());
     }
 
     #[test]
