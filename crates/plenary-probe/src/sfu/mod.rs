@@ -227,7 +227,7 @@ fn build_report(
         invalid.push("no step was measured".into());
     }
     let valid = invalid.is_empty();
-    let first = o.repeats.first();
+    let first = report::reported_repeat(&o.repeats);
     let r = &plan.scenario.ramp;
     let single = r.start == r.max;
     let any_breach = o.steps.iter().any(|s| !s.breaches.is_empty());

@@ -100,6 +100,12 @@ pub struct RepeatResult {
     pub ended_by_failures: bool,
 }
 
+/// The repeat whose capacity the report gives (the lowest; the first of equals), so its first
+/// breach is the one named beside that capacity.
+pub fn reported_repeat(repeats: &[RepeatResult]) -> Option<&RepeatResult> {
+    repeats.iter().min_by_key(|r| r.capacity.unwrap_or(0))
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct RunConfig {
     pub scenario: Scenario,
@@ -235,5 +241,21 @@ mod tests {
         assert_eq!(decide(true, false, true, 90, Some(100)), ("breached", 1));
         assert_eq!(decide(true, true, true, 0, None), ("breached", 1));
         assert_eq!(decide(true, true, false, 5, None), ("ok", 0));
+    }
+
+    #[test]
+    fn the_breach_named_is_the_lowest_repeats() {
+        let rep = |capacity, at| RepeatResult {
+            capacity,
+            first_breach: Some(Metric::VideoFreeze),
+            first_breach_at: Some(at),
+            ended_by_failures: true,
+        };
+        let repeats = [rep(Some(40), 50), rep(Some(30), 40), rep(Some(30), 60)];
+        assert_eq!(reported_repeat(&repeats).unwrap().first_breach_at, Some(40));
+        // A repeat where nothing held counts as capacity 0.
+        let repeats = [rep(Some(40), 50), rep(None, 10)];
+        assert_eq!(reported_repeat(&repeats).unwrap().first_breach_at, Some(10));
+        assert!(reported_repeat(&[]).is_none());
     }
 }
