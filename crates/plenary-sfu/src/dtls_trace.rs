@@ -3,6 +3,11 @@
 
 use std::fmt;
 
+/// RFC 7983 demultiplexing: DTLS records start with a byte in 20..=63.
+pub fn is_dtls(datagram: &[u8]) -> bool {
+    datagram.first().is_some_and(|b| (20..=63).contains(b))
+}
+
 /// Displays each record as `type/epoch/len`, with the handshake message type when readable.
 pub struct DtlsRecords<'a>(pub &'a [u8]);
 

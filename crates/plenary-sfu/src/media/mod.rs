@@ -266,7 +266,7 @@ impl MediaLoop {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
-        let handshaking = !p.connected && peer::is_dtls(data);
+        let handshaking = !p.connected && crate::dtls_trace::is_dtls(data);
         if handshaking {
             p.dtls_rx += 1;
             tracing::debug!(target: "plenary_sfu::dtls", peer = id, %src,

@@ -10,6 +10,7 @@ use str0m::rtp::RtpPacket;
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
 use super::slot::{Slot, SlotRole};
+use crate::dtls_trace::is_dtls;
 
 /// Due timeouts handled within one drain: more than a pacer burst (63 kB, ~55 packets), and
 /// a bound so a misbehaving state machine cannot hold the worker.
@@ -181,9 +182,4 @@ impl Peer {
         }
         self.rtc.is_alive()
     }
-}
-
-/// RFC 7983 demultiplexing: DTLS records start with a byte in 20..=63.
-pub(crate) fn is_dtls(datagram: &[u8]) -> bool {
-    datagram.first().is_some_and(|b| (20..=63).contains(b))
 }

@@ -7,7 +7,7 @@ use crate::sfu::media::opus::{AudioGen, AudioSpec, Role};
 use crate::sfu::media::video::{VideoGen, VideoSpec};
 use crate::sfu::media::OutPacket;
 use crate::sfu::recv::track::{RxPacket, TrackKind, TrackRx, TrackWindow};
-use plenary_sfu::dtls_trace::DtlsRecords;
+use plenary_sfu::dtls_trace::{is_dtls, DtlsRecords};
 use std::net::SocketAddr;
 use std::time::Instant;
 use str0m::format::Codec;
@@ -454,9 +454,4 @@ fn pick_pt(rtc: &Rtc, mid: Mid, codec: Codec) -> Option<Pt> {
                 .is_some_and(|p| p.spec().codec == codec)
         })
         .or_else(|| media.remote_pts().first().copied())
-}
-
-/// RFC 7983 demultiplexing: DTLS records start with a byte in 20..=63.
-fn is_dtls(datagram: &[u8]) -> bool {
-    datagram.first().is_some_and(|b| (20..=63).contains(b))
 }
