@@ -38,6 +38,20 @@ struct Doc {
     ice: IceDoc,
     #[serde(default)]
     ops: OpsDoc,
+    #[serde(default)]
+    cascade: CascadeDoc,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct CascadeDoc {
+    directory: Option<String>,
+    listen: Option<String>,
+    node: Option<String>,
+    cluster_secret: Option<String>,
+    cluster_secret_file: Option<String>,
+    max_load: Option<u32>,
+    public_url: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -232,6 +246,7 @@ pub fn parse_toml(text: &str, file: &str) -> Result<(SfuConfig, OpsConfig), Conf
             ttl: Duration::from_secs(doc.ice.ttl_seconds.unwrap_or(86400)),
         });
     }
+    c.cascade = cascade_doc(&doc.cascade, &err, &addr)?;
     let metrics = match doc.ops.metrics.as_deref() {
         None => Some(SocketAddr::from(([127, 0, 0, 1], 9642))),
         Some("") => None,
@@ -255,6 +270,103 @@ pub fn parse_toml(text: &str, file: &str) -> Result<(SfuConfig, OpsConfig), Conf
         drain_timeout: Duration::from_secs(doc.ops.drain_timeout_seconds.unwrap_or(60)),
     };
     Ok((c, ops))
+}
+
+/// The cascade defaults: links on UDP 8282 of loopback, the node named after the host.
+pub fn default_cascade() -> crate::CascadeConfig {
+    crate::CascadeConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 8282)),
+        directory: String::new(),
+        secret: Vec::new(),
+        node: hostname(),
+        max_load: 0,
+        public_url: None,
+    }
+}
+
+/// Checks a cascade config once every source (file, flags) has been applied.
+pub fn check_cascade(c: &crate::CascadeConfig) -> Result<(), String> {
+    if c.directory.is_empty() {
+        return Err(
+            "cascading needs a directory: set [cascade] directory or --directory redis://HOST:PORT"
+                .into(),
+        );
+    }
+    if !c.directory.starts_with("redis://") {
+        return Err(format!(
+            "directory \"{}\" is not a redis://HOST:PORT[/DB] URL",
+            c.directory
+        ));
+    }
+    if c.secret.len() < 16 {
+        return Err("cascading needs a cluster secret of at least 16 bytes: set [cascade] cluster-secret(-file) or --cluster-secret(-file); every node of the cluster uses the same".into());
+    }
+    if c.node.is_empty() || c.node.contains(char::is_whitespace) {
+        return Err(format!(
+            "node name \"{}\" must be non-empty without spaces",
+            c.node
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a cluster secret file: its first line, trimmed.
+pub fn read_secret_file(path: &str) -> Result<Vec<u8>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read cluster secret file {path}: {e}"))?;
+    Ok(text.lines().next().unwrap_or("").trim().as_bytes().to_vec())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "plenary".to_owned())
+}
+
+fn cascade_doc(
+    d: &CascadeDoc,
+    err: &dyn Fn(&str, String, &str) -> ConfigError,
+    addr: &dyn Fn(&str, &str) -> Result<SocketAddr, ConfigError>,
+) -> Result<Option<crate::CascadeConfig>, ConfigError> {
+    let set = |v: &Option<String>| v.as_deref().filter(|v| !v.is_empty()).map(str::to_owned);
+    let Some(directory) = set(&d.directory) else {
+        return Ok(None);
+    };
+    let mut c = default_cascade();
+    c.directory = directory;
+    if let Some(v) = set(&d.listen) {
+        c.listen = addr("cascade.listen", &v)?;
+    }
+    if let Some(v) = set(&d.node) {
+        c.node = v;
+    }
+    match (set(&d.cluster_secret), set(&d.cluster_secret_file)) {
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "cascade.cluster-secret-file",
+                "both cluster-secret and cluster-secret-file are set".into(),
+                "keep one (a file keeps the secret out of the config)",
+            ))
+        }
+        (Some(s), None) => c.secret = s.into_bytes(),
+        (None, Some(f)) => {
+            c.secret = read_secret_file(&f)
+                .map_err(|e| err("cascade.cluster-secret-file", e, "give a readable file"))?
+        }
+        (None, None) => {}
+    }
+    c.max_load = d.max_load.unwrap_or(0);
+    c.public_url = set(&d.public_url);
+    check_cascade(&c).map_err(|e| {
+        err(
+            "cascade.directory",
+            e,
+            "see the [cascade] section of configs/sfu.toml",
+        )
+    })?;
+    Ok(Some(c))
 }
 
 #[cfg(test)]
@@ -289,5 +401,31 @@ mod tests {
         assert!(e.to_string().contains("secret"), "{e}");
         let e = parse_toml("[ice]\nurls = [\"http://x\"]\n", "z.toml").unwrap_err();
         assert_eq!(e.line, Some(2));
+    }
+
+    #[test]
+    fn cascade_needs_a_directory_and_a_secret() {
+        let (c, _) = parse_toml(EMBEDDED, "configs/sfu.toml").unwrap();
+        assert!(c.cascade.is_none(), "a single node by default");
+        let e = parse_toml(
+            "[cascade]\ndirectory = \"redis://127.0.0.1:6379\"\n",
+            "c.toml",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("cluster secret"), "{e}");
+        assert_eq!(e.line, Some(2), "{e}");
+        let (c, _) = parse_toml(
+            "[cascade]\ndirectory = \"redis://127.0.0.1:6379/2\"\ncluster-secret = \"0123456789abcdef0\"\nnode = \"a\"\nlisten = \"127.0.0.1:9000\"\n",
+            "c.toml",
+        )
+        .unwrap();
+        let c = c.cascade.unwrap();
+        assert_eq!((c.node.as_str(), c.listen.port()), ("a", 9000));
+        let e = parse_toml(
+            "[cascade]\ndirectory = \"http://x\"\ncluster-secret = \"0123456789abcdef0\"\n",
+            "c.toml",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("redis://"), "{e}");
     }
 }

@@ -16,6 +16,7 @@ use str0m::Candidate;
 use tokio::sync::{oneshot, watch};
 
 mod assets;
+mod cascade;
 pub mod config;
 pub mod core;
 pub mod dtls_trace;
@@ -26,6 +27,7 @@ pub mod signal;
 pub mod token;
 mod workers;
 
+pub use cascade::CascadeConfig;
 use http::handle;
 use media::MediaLoop;
 pub use metrics_desc::describe_metrics;
@@ -69,6 +71,8 @@ pub struct SfuConfig {
     /// Members a room holds on one worker before joins also go to other workers, with its
     /// tracks piped between them (0: a room stays on one worker).
     pub room_spill: usize,
+    /// Cascading with other nodes; `None`: a single node.
+    pub cascade: Option<CascadeConfig>,
 }
 
 /// TURN servers handed to clients, with TURN REST credentials from `plenary turn`'s secret.
@@ -97,6 +101,7 @@ impl Default for SfuConfig {
             bandwidth_estimation: true,
             initial_estimate_kbps: 3000,
             room_spill: 150,
+            cascade: None,
         }
     }
 }
@@ -125,6 +130,7 @@ pub(crate) struct Shared {
     /// worker before the owner's connected socket exists. Read only on that unknown-source
     /// path, written when a worker learns or forgets an address.
     pub(crate) claims: std::sync::Mutex<std::collections::HashMap<SocketAddr, usize>>,
+    pub(crate) cascade: Option<Arc<cascade::Cascade>>,
 }
 
 impl Shared {
@@ -184,6 +190,9 @@ impl RunningSfu {
 
     /// Stops accepting HTTP, ends the media loop and waits for both.
     pub async fn shutdown(mut self) {
+        if let Some(c) = &self.shared.cascade {
+            c.stop().await;
+        }
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.http_stop.send(true);
         if let Some(t) = self.http_task.take() {
@@ -257,7 +266,15 @@ pub async fn serve(config: SfuConfig) -> anyhow::Result<RunningSfu> {
     Candidate::host(advertised, "udp")
         .map_err(|e| anyhow::anyhow!("media address {advertised} not usable: {e}"))?;
 
-    let n = worker_count(&config);
+    let mut n = worker_count(&config);
+    let cascade = match &config.cascade {
+        Some(c) => {
+            // Span bits from LINK_BASE up are links to other nodes.
+            n = n.min(workers::LINK_BASE);
+            Some(Arc::new(cascade::Cascade::new(c.clone(), http_addr).await?))
+        }
+        None => None,
+    };
     let mut sockets = vec![first];
     for _ in 1..n {
         sockets.push(
@@ -274,7 +291,12 @@ pub async fn serve(config: SfuConfig) -> anyhow::Result<RunningSfu> {
         router: workers::Router::new(senders, config.room_spill),
         handoffs: std::sync::atomic::AtomicU64::new(0),
         claims: std::sync::Mutex::new(std::collections::HashMap::new()),
+        cascade,
     });
+    if let Some(c) = &shared.cascade {
+        c.start(&shared).await;
+        tracing::info!(node = c.node(), links = %c.link_addr(), "cascade on");
+    }
     let mut media_threads = Vec::with_capacity(n);
     for (w, (sock, rx)) in sockets.into_iter().zip(receivers).enumerate() {
         let stop = stop.clone();

@@ -66,6 +66,10 @@ pub enum ServerMsg {
         audio_slots: usize,
         #[serde(skip_serializing_if = "Vec::is_empty", default)]
         ice_servers: Vec<IceServerInfo>,
+        /// Cascade: base URLs of the room's nodes, this one first, so a client whose node
+        /// dies knows where to rejoin. Empty on a single node.
+        #[serde(skip_serializing_if = "Vec::is_empty", default)]
+        nodes: Vec<String>,
     },
     PublishAnswer {
         sdp: String,
@@ -109,6 +113,11 @@ pub enum ServerMsg {
     },
     Error {
         message: String,
+    },
+    /// Cascade: this node is over its load (or draining); join the room at `url` instead
+    /// (a base URL: append `/rooms/{room}`).
+    Redirect {
+        url: String,
     },
 }
 

@@ -14,6 +14,10 @@ use crate::Cmd;
 pub(crate) const WORKER_BITS: u32 = 8;
 /// A room's span is a 64-bit mask of workers.
 pub(crate) const MAX_WORKERS: usize = 64;
+/// With cascading, span bits from here up stand for links to other nodes (one pseudo worker
+/// per link), so local workers are capped below it.
+pub(crate) const LINK_BASE: usize = 32;
+pub(crate) const MAX_LINKS: usize = MAX_WORKERS - LINK_BASE;
 
 pub(crate) fn worker_of(id: u64) -> usize {
     (id & ((1 << WORKER_BITS) - 1)) as usize
@@ -79,13 +83,35 @@ impl WorkerTx<'_> {
     }
 }
 
+/// What the cascade hears of rooms from the router.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum RoomEvent {
+    /// The last member of a room on this node left.
+    Emptied(String),
+}
+
+#[derive(Default)]
+struct Places {
+    rooms: HashMap<String, RoomPlace>,
+    /// Cascade links (bits from `LINK_BASE`) each room is carried on.
+    links: HashMap<String, u64>,
+}
+
+impl Places {
+    fn mask(&self, room: &str) -> u64 {
+        let local = self.rooms.get(room).map_or(0, RoomPlace::mask);
+        local | self.links.get(room).copied().unwrap_or(0)
+    }
+}
+
 pub(crate) struct Router {
     senders: Vec<mpsc::Sender<Cmd>>,
     wakers: Vec<OnceLock<mio::Waker>>,
     woken: Vec<AtomicBool>,
     /// Members a room gets on one worker before it spans another (0: never).
     spill: usize,
-    rooms: Mutex<HashMap<String, RoomPlace>>,
+    rooms: Mutex<Places>,
+    events: OnceLock<tokio::sync::mpsc::Sender<RoomEvent>>,
 }
 
 impl Router {
@@ -95,7 +121,77 @@ impl Router {
             woken: senders.iter().map(|_| AtomicBool::new(false)).collect(),
             senders,
             spill,
-            rooms: Mutex::new(HashMap::new()),
+            rooms: Mutex::new(Places::default()),
+            events: OnceLock::new(),
+        }
+    }
+
+    /// The cascade listens for rooms emptied on this node.
+    pub(crate) fn set_events(&self, tx: tokio::sync::mpsc::Sender<RoomEvent>) {
+        let _ = self.events.set(tx);
+    }
+
+    fn places(&self) -> std::sync::MutexGuard<'_, Places> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Carries `room` on cascade link `bit` or stops; the room's workers are told their new
+    /// span (a worker new to a link syncs the room to it).
+    pub(crate) fn set_link(&self, room: &str, bit: usize, on: bool) {
+        let mut places = self.places();
+        let links = places.links.entry(room.to_owned()).or_default();
+        let before = *links;
+        if on {
+            *links |= 1 << bit;
+        } else {
+            *links &= !(1 << bit);
+        }
+        let now = *links;
+        if now == 0 {
+            places.links.remove(room);
+        }
+        if now != before && places.rooms.contains_key(room) {
+            self.tell_span(room, places.mask(room), None);
+        }
+    }
+
+    /// A cascade link is gone: no room is carried on it any more.
+    pub(crate) fn clear_link(&self, bit: usize) {
+        let mut places = self.places();
+        let rooms: Vec<String> = places
+            .links
+            .iter()
+            .filter(|(_, m)| **m & (1 << bit) != 0)
+            .map(|(r, _)| r.clone())
+            .collect();
+        for room in rooms {
+            if let Some(m) = places.links.get_mut(&room) {
+                *m &= !(1 << bit);
+                if *m == 0 {
+                    places.links.remove(&room);
+                }
+            }
+            if places.rooms.contains_key(&room) {
+                self.tell_span(&room, places.mask(&room), None);
+            }
+        }
+    }
+
+    /// Local workers holding members of `room`.
+    pub(crate) fn local_mask(&self, room: &str) -> u64 {
+        self.places().rooms.get(room).map_or(0, RoomPlace::mask)
+    }
+
+    /// Members on this node, for the directory's load figure.
+    pub(crate) fn members(&self) -> usize {
+        let places = self.places();
+        places.rooms.values().flat_map(|p| p.members.iter()).sum()
+    }
+
+    /// Every local worker, whatever rooms it holds (link set-up and tear-down).
+    pub(crate) fn broadcast(&self, cmd: impl Fn() -> Cmd) {
+        for w in 0..self.senders.len() {
+            let _ = self.tx(w).send(cmd());
         }
     }
 
@@ -132,8 +228,10 @@ impl Router {
     /// calls `left` when it ends (or fails). When the room comes to span a new worker, every
     /// worker of the room is told before the join is routed.
     pub(crate) fn join(&self, room: &str) -> WorkerTx<'_> {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        let mut places = self.places();
         let n = self.senders.len();
+        let links = places.links.get(room).copied().unwrap_or(0);
+        let Places { rooms, .. } = &mut *places;
         let worker = match rooms.get_mut(room) {
             Some(p) => {
                 let home = p.members.iter().position(|m| *m > 0).unwrap_or(0);
@@ -146,7 +244,7 @@ impl Router {
                 };
                 p.members[w] += 1;
                 if p.members[w] == 1 {
-                    self.tell_span(room, p.mask(), Some(w));
+                    self.tell_span(room, p.mask() | links, Some(w));
                 }
                 w
             }
@@ -161,6 +259,10 @@ impl Router {
                 let mut members = vec![0; n];
                 members[w] = 1;
                 rooms.insert(room.to_owned(), RoomPlace { members });
+                if links != 0 {
+                    // Cascaded: the worker must sync with the links before its first join.
+                    self.tell_span(room, (1 << w) | links, Some(w));
+                }
                 w
             }
         };
@@ -169,8 +271,9 @@ impl Router {
 
     /// A member of `room` on `worker` is gone; the room is forgotten with its last member.
     pub(crate) fn left(&self, room: &str, worker: usize) {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(p) = rooms.get_mut(room) else {
+        let mut places = self.places();
+        let links = places.links.get(room).copied().unwrap_or(0);
+        let Some(p) = places.rooms.get_mut(room) else {
             return;
         };
         let Some(m) = p.members.get_mut(worker) else {
@@ -180,9 +283,18 @@ impl Router {
         if *m == 0 {
             let mask = p.mask();
             if mask == 0 {
-                rooms.remove(room);
+                places.rooms.remove(room);
+                if links != 0 {
+                    let _ = self.tx(worker).send(Cmd::Pipe(crate::media::PipeMsg::Span {
+                        room: room.to_owned(),
+                        workers: 0,
+                    }));
+                }
+                if let Some(tx) = self.events.get() {
+                    let _ = tx.try_send(RoomEvent::Emptied(room.to_owned()));
+                }
             } else {
-                self.tell_span(room, mask, None);
+                self.tell_span(room, mask | links, None);
                 // The worker that emptied must drop its replica too.
                 let _ = self.tx(worker).send(Cmd::Pipe(crate::media::PipeMsg::Span {
                     room: room.to_owned(),

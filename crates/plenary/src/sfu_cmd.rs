@@ -40,6 +40,26 @@ pub struct SfuArgs {
     /// Log filter, e.g. "debug" or "plenary_sfu=debug,info" (overrides [ops] log-level).
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
+    /// Cascade: QUIC (UDP) address the links to other nodes listen on (overrides
+    /// [cascade] listen; default 127.0.0.1:8282).
+    #[arg(long = "cascade", value_name = "ADDR")]
+    cascade_listen: Option<SocketAddr>,
+    /// Cascade: the Redis (or Valkey) directory every node of the cluster shares,
+    /// redis://HOST:PORT[/DB]. Without it (and without [cascade] directory) the SFU is a
+    /// single node.
+    #[arg(long, value_name = "URL")]
+    directory: Option<String>,
+    /// Cascade: the secret every node of the cluster shares (at least 16 bytes); links from
+    /// nodes without it are refused. Prefer --cluster-secret-file: arguments are visible
+    /// in ps.
+    #[arg(long, value_name = "SECRET", conflicts_with = "cluster_secret_file")]
+    cluster_secret: Option<String>,
+    /// Cascade: file whose first line is the cluster secret.
+    #[arg(long, value_name = "FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    /// Cascade: this node's name in the directory and on links (default: the hostname).
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
 }
 
 pub fn load(args: &SfuArgs) -> anyhow::Result<(SfuConfig, OpsConfig, String)> {
@@ -71,6 +91,35 @@ pub fn load(args: &SfuArgs) -> anyhow::Result<(SfuConfig, OpsConfig, String)> {
     }
     if let Some(l) = &args.log_level {
         ops.log_level = l.clone();
+    }
+    let flags = args.cascade_listen.is_some()
+        || args.directory.is_some()
+        || args.cluster_secret.is_some()
+        || args.cluster_secret_file.is_some()
+        || args.node.is_some();
+    if flags {
+        let mut c = sfu
+            .cascade
+            .take()
+            .unwrap_or_else(plenary_sfu::config::default_cascade);
+        if let Some(a) = args.cascade_listen {
+            c.listen = a;
+        }
+        if let Some(d) = &args.directory {
+            c.directory = d.clone();
+        }
+        if let Some(s) = &args.cluster_secret {
+            c.secret = s.as_bytes().to_vec();
+        }
+        if let Some(f) = &args.cluster_secret_file {
+            c.secret = plenary_sfu::config::read_secret_file(&f.display().to_string())
+                .map_err(anyhow::Error::msg)?;
+        }
+        if let Some(n) = &args.node {
+            c.node = n.clone();
+        }
+        plenary_sfu::config::check_cascade(&c).map_err(anyhow::Error::msg)?;
+        sfu.cascade = Some(c);
     }
     Ok((sfu, ops, name))
 }

@@ -37,6 +37,18 @@ fn cors(mut r: Resp) -> Resp {
 }
 
 /// Plain-text error body, always one line (str0m parse errors span several).
+/// 307 to the same request on another node (cascade placement); the client re-sends its offer.
+fn redirect(location: &str) -> Resp {
+    let mut r = text(
+        StatusCode::TEMPORARY_REDIRECT,
+        "this node is full; use Location",
+    );
+    if let Ok(loc) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(LOCATION, loc);
+    }
+    r
+}
+
 pub(crate) fn text(status: StatusCode, msg: &str) -> Resp {
     let line = msg.split_whitespace().collect::<Vec<_>>().join(" ");
     let mut r = Response::new(Full::new(Bytes::from(line + "\n")));
@@ -181,7 +193,18 @@ async fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Resp {
     }
 }
 
-async fn offer(req: Request<Incoming>, shared: &Shared, room: String, publisher: bool) -> Resp {
+async fn offer(
+    req: Request<Incoming>,
+    shared: &Arc<Shared>,
+    room: String,
+    publisher: bool,
+) -> Resp {
+    // Kept for a redirect: the token may ride in the query.
+    let query = req
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
     let is_sdp = req
         .headers()
         .get(CONTENT_TYPE)
@@ -230,6 +253,18 @@ async fn offer(req: Request<Incoming>, shared: &Shared, room: String, publisher:
             reply: tx,
         }
     };
+    if let Some(c) = &shared.cascade {
+        match c.prepare(&shared, &room_name).await {
+            Ok(()) => {}
+            Err(crate::cascade::JoinRefusal::Redirect(url)) => {
+                let kind = if publisher { "whip" } else { "whep" };
+                return redirect(&format!("{url}/{kind}/{room_name}{query}"));
+            }
+            Err(crate::cascade::JoinRefusal::Directory(e)) => {
+                return text(StatusCode::SERVICE_UNAVAILABLE, &e)
+            }
+        }
+    }
     let worker = shared.router.join(&room_name);
     if worker.send(cmd).is_err() {
         shared.router.left(&room_name, worker.index());

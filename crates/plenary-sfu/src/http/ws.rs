@@ -134,6 +134,21 @@ async fn session<S>(
         events: ev_tx,
         reply: tx,
     });
+    if let Some(c) = &shared.cascade {
+        match c.prepare(&shared, &room).await {
+            Ok(()) => {}
+            Err(crate::cascade::JoinRefusal::Redirect(url)) => {
+                let _ = send(&mut ws, &ServerMsg::Redirect { url }).await;
+                let _ = ws.close(None).await;
+                return;
+            }
+            Err(crate::cascade::JoinRefusal::Directory(e)) => {
+                let _ = send(&mut ws, &error(&e)).await;
+                let _ = ws.close(None).await;
+                return;
+            }
+        }
+    }
     let worker = shared.router.join(&room);
     if worker.send(join).is_err() {
         shared.router.left(&room, worker.index());

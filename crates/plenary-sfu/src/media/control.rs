@@ -235,6 +235,12 @@ impl MediaLoop {
             participants: others,
             audio_slots: self.config.audio_slots,
             ice_servers,
+            nodes: self
+                .shared
+                .cascade
+                .as_ref()
+                .map(|c| c.room_urls(&room))
+                .unwrap_or_default(),
         });
         self.participants.insert(
             id,

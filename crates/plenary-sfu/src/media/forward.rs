@@ -212,8 +212,8 @@ impl MediaLoop {
         let owner = crate::workers::worker_of(track);
         if owner != self.worker {
             // A piped track: its own worker asks the publisher (and limits again).
-            if let Some(tx) = self.shared.router.worker(owner) {
-                let _ = tx.send(crate::Cmd::Pipe(super::PipeMsg::Keyframe { track, layer }));
+            if let Some(tx) = self.pipe_target(owner) {
+                tx.send(super::PipeMsg::Keyframe { track, layer });
             }
             return;
         }

@@ -29,7 +29,7 @@ mod stats;
 pub(crate) use model::EVENT_QUEUE;
 use model::{Participant, Room, Track};
 use peer::{Peer, PeerEvent};
-pub(crate) use pipe::PipeMsg;
+pub(crate) use pipe::{LinkTx, PipeMsg, TrackUp};
 use stats::Stats;
 
 /// Debug logs about network input, at most 10 a second.
@@ -55,6 +55,8 @@ pub(crate) struct MediaLoop {
     /// Where peers send to; used as the `Receive` destination so it matches our candidate.
     advertised: SocketAddr,
     cmds: mpsc::Receiver<Cmd>,
+    /// Cascade links, by slot (pseudo worker `LINK_BASE + slot`).
+    links: Vec<Option<pipe::LinkTx>>,
     config: SfuConfig,
     shared: std::sync::Arc<Shared>,
     peers: FxHashMap<u64, Peer>,
@@ -98,6 +100,7 @@ impl MediaLoop {
             parked_since: None,
             advertised,
             cmds,
+            links: vec![None; crate::workers::MAX_LINKS],
             config,
             shared,
             peers: FxHashMap::default(),

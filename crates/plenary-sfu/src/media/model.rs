@@ -22,6 +22,7 @@ pub(crate) type EventTx = mpsc::Sender<ServerMsg>;
 
 /// What forwarding needs of a publisher's RTP packet; also what is piped between workers.
 /// Copying it never allocates: the payload is the `Arc` str0m received it into.
+#[derive(Clone)]
 pub(crate) struct Packet {
     pub ssrc: u32,
     pub pt: str0m::media::Pt,

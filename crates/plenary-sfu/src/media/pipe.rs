@@ -19,8 +19,42 @@ use crate::core::codec::Codec;
 use crate::signal::{ServerMsg, TrackSource};
 use crate::workers::worker_of;
 
+/// A cascade link's inbox, as the workers see it: bounded, never waited on.
+pub(crate) type LinkTx = tokio::sync::mpsc::Sender<PipeMsg>;
+
+/// Where a piped message goes: another worker of this node, or a cascade link (a pseudo
+/// worker from `LINK_BASE` up) that carries it to another node.
+pub(super) enum PipeTarget<'a> {
+    Worker(crate::workers::WorkerTx<'a>),
+    Link(&'a LinkTx),
+}
+
+impl PipeTarget<'_> {
+    /// False when the message was dropped (a stalled link, a stopped worker).
+    pub(super) fn send(&self, msg: PipeMsg) -> bool {
+        match self {
+            PipeTarget::Worker(tx) => tx.send(crate::Cmd::Pipe(msg)).is_ok(),
+            PipeTarget::Link(tx) => tx.try_send(msg).is_ok(),
+        }
+    }
+}
+
 /// What the workers of one room tell each other.
+#[derive(Clone)]
 pub(crate) enum PipeMsg {
+    /// From the cascade: link `slot` (pseudo worker `LINK_BASE + slot`) is up, or gone.
+    Link {
+        slot: usize,
+        tx: Option<LinkTx>,
+    },
+    /// From a cascade link: what a layer of a remote track carries, for layer choice while
+    /// nobody here watches it (dynacast keeps it off the link).
+    LayerInfo {
+        track: u64,
+        layer: usize,
+        ssrc: u32,
+        bps: u64,
+    },
     /// From the router: the workers `room` spans now (bit per worker; 0 = not this one).
     Span {
         room: String,
@@ -60,15 +94,16 @@ pub(crate) enum PipeMsg {
     },
 }
 
+#[derive(Clone)]
 pub(crate) struct TrackUp {
-    room: String,
-    id: u64,
-    owner: u64,
-    mid: Mid,
-    kind: MediaKind,
-    source: TrackSource,
-    codec: Codec,
-    rids: Vec<Rid>,
+    pub room: String,
+    pub id: u64,
+    pub owner: u64,
+    pub mid: Mid,
+    pub kind: MediaKind,
+    pub source: TrackSource,
+    pub codec: Codec,
+    pub rids: Vec<Rid>,
 }
 
 /// Longest a join waits for the room's sync from other workers.
@@ -83,6 +118,17 @@ impl MediaLoop {
     pub(super) fn pipe(&mut self, msg: PipeMsg) {
         let now = Instant::now();
         match msg {
+            PipeMsg::Link { slot, tx } => {
+                if slot < self.links.len() {
+                    self.links[slot] = tx;
+                }
+            }
+            PipeMsg::LayerInfo {
+                track,
+                layer,
+                ssrc,
+                bps,
+            } => self.remote_layer_info(track, layer, ssrc, bps),
             PipeMsg::Span { room, workers } => self.span(&room, workers),
             PipeMsg::ParticipantUp {
                 room,
@@ -132,6 +178,32 @@ impl MediaLoop {
                     .set_layers(remote_key(from), track, layers, &mut room.dirty_layers);
             }
         }
+    }
+
+    /// A worker of this node, or a cascade link.
+    pub(super) fn pipe_target(&self, w: usize) -> Option<PipeTarget<'_>> {
+        if w >= crate::workers::LINK_BASE {
+            let tx = self.links.get(w - crate::workers::LINK_BASE)?.as_ref()?;
+            return Some(PipeTarget::Link(tx));
+        }
+        self.shared.router.worker(w).map(PipeTarget::Worker)
+    }
+
+    fn remote_layer_info(&mut self, track: u64, layer: usize, ssrc: u32, bps: u64) {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        let Some(slot) = t.layers.get_mut(layer) else {
+            return;
+        };
+        let l = slot.get_or_insert_with(|| super::model::Layer {
+            ssrc,
+            meter: crate::core::layers::RateMeter::default(),
+            last_bps: bps,
+        });
+        l.ssrc = ssrc;
+        l.last_bps = bps;
+        self.next_policy = Instant::now();
     }
 
     fn room_of_track(&self, track: u64) -> Option<String> {
@@ -240,7 +312,7 @@ impl MediaLoop {
     /// Tells a worker new to the room about everyone and everything published here, then
     /// that this is all (it holds joins until every worker has said so).
     fn sync_to(&self, room: &str, w: usize) {
-        let Some(tx) = self.shared.router.worker(w) else {
+        let Some(tx) = self.pipe_target(w) else {
             return;
         };
         let local: Vec<u64> = self.rooms.get(room).map_or_else(Vec::new, |r| {
@@ -252,19 +324,19 @@ impl MediaLoop {
         });
         for id in local {
             if let Some(msg) = self.participant_up(id) {
-                let _ = tx.send(crate::Cmd::Pipe(msg));
+                tx.send(msg);
             }
             let tracks = self.participants.get(&id).map(|p| p.tracks.as_slice());
             for &t in tracks.unwrap_or_default() {
                 if let Some(msg) = self.track_up(t) {
-                    let _ = tx.send(crate::Cmd::Pipe(msg));
+                    tx.send(msg);
                 }
             }
         }
-        let _ = tx.send(crate::Cmd::Pipe(PipeMsg::Synced {
+        tx.send(PipeMsg::Synced {
             room: room.to_owned(),
             from: self.worker,
-        }));
+        });
     }
 
     fn participant_up(&self, id: u64) -> Option<PipeMsg> {
@@ -297,8 +369,8 @@ impl MediaLoop {
             return;
         };
         for w in bits(others) {
-            if let (Some(tx), Some(m)) = (self.shared.router.worker(w), msg()) {
-                let _ = tx.send(crate::Cmd::Pipe(m));
+            if let (Some(tx), Some(m)) = (self.pipe_target(w), msg()) {
+                tx.send(m);
             }
         }
     }
@@ -326,13 +398,15 @@ impl MediaLoop {
     ) {
         self.stats.piped_packets += u64::from(others.count_ones());
         for w in bits(others) {
-            if let Some(tx) = self.shared.router.worker(w) {
-                let _ = tx.send(crate::Cmd::Pipe(PipeMsg::Media {
+            if let Some(tx) = self.pipe_target(w) {
+                if !tx.send(PipeMsg::Media {
                     track,
                     layer,
                     codec,
                     packet: Packet::from(p),
-                }));
+                }) {
+                    self.stats.dropped_pipe += 1;
+                }
             }
         }
     }

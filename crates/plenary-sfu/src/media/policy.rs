@@ -144,12 +144,12 @@ impl MediaLoop {
                 // A piped track: its worker merges our demand with its own and tells the
                 // publisher.
                 let mask = (0..3).filter(|l| wanted[*l]).fold(0u8, |m, l| m | 1 << l);
-                if let Some(tx) = self.shared.router.worker(owner_worker) {
-                    let _ = tx.send(crate::Cmd::Pipe(super::PipeMsg::Demand {
+                if let Some(tx) = self.pipe_target(owner_worker) {
+                    tx.send(super::PipeMsg::Demand {
                         track: t,
                         from: self.worker,
                         layers: mask,
-                    }));
+                    });
                 }
                 continue;
             }

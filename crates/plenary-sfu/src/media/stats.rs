@@ -16,6 +16,8 @@ pub(crate) struct Stats {
     pub dropped_unknown: u64,
     pub dropped_unrouted: u64,
     pub dropped_no_codec: u64,
+    /// Piped packets a full cascade link queue refused.
+    pub dropped_pipe: u64,
 }
 
 impl Stats {
@@ -38,6 +40,7 @@ impl Stats {
             ("unknown_source", s.dropped_unknown),
             ("unrouted", s.dropped_unrouted),
             ("no_common_codec", s.dropped_no_codec),
+            ("cascade_link_full", s.dropped_pipe),
         ] {
             counter!("plenary_sfu_dropped_datagrams_total", "reason" => reason).increment(n);
         }

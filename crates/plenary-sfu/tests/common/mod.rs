@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};

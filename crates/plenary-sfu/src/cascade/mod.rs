@@ -1,0 +1,492 @@
+//! Cascade: one room over several `plenary sfu` nodes (IO side; the per-link translation is
+//! the sans-IO `core`).
+//!
+//! A link to another node is a pseudo worker of the room's span (`LINK_BASE + slot`), so the
+//! workers pipe to it as they pipe to each other: membership, tracks, media, keyframe requests
+//! and demand. The link task turns that into the wire format of `plenary_cascade` and back.
+//!
+//! Which rooms a link carries: each side sends `Room` for the rooms it holds; a room is
+//! carried once both sides hold it. The directory (Redis) says which nodes hold a room, so a
+//! node's first join into a room knows whom to link with before it is routed.
+
+mod core;
+mod link_task;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use plenary_cascade::directory::{Directory, NodeInfo, Presence};
+use plenary_cascade::link::{Endpoint, Link, LinkConfig, LinkHandle};
+use plenary_cascade::wire::ControlMsg;
+
+use crate::workers::{RoomEvent, LINK_BASE, MAX_LINKS};
+use crate::Shared;
+
+/// Longest a join waits to link with another node of its room.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Heartbeat period; the directory's TTL is three of them.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Messages queued from the workers to one link before it counts as stalled.
+const LINK_QUEUE: usize = 8192;
+
+#[derive(Clone)]
+pub struct CascadeConfig {
+    /// QUIC listen address of the links (UDP).
+    pub listen: SocketAddr,
+    /// `redis://HOST:PORT[/DB]`.
+    pub directory: String,
+    pub secret: Vec<u8>,
+    /// This node's name in the directory and on links.
+    pub node: String,
+    /// Participants on this node above which joins are sent to a less loaded node of the
+    /// room (0: never).
+    pub max_load: u32,
+    /// Base URL clients reach this node's HTTP at (default `http://` + the HTTP listener).
+    pub public_url: Option<String>,
+}
+
+impl std::fmt::Debug for CascadeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CascadeConfig")
+            .field("listen", &self.listen)
+            .field("directory", &self.directory)
+            .field("secret", &"<redacted>")
+            .field("node", &self.node)
+            .field("max_load", &self.max_load)
+            .field("public_url", &self.public_url)
+            .finish()
+    }
+}
+
+/// Why a join cannot be served here.
+#[derive(Debug)]
+pub(crate) enum JoinRefusal {
+    /// This node is over its load: the client should go there (base URL).
+    Redirect(String),
+    /// The directory is unreachable and the room is not on this node yet.
+    Directory(String),
+}
+
+struct LinkEntry {
+    peer: String,
+    handle: LinkHandle,
+    /// Told to the link task's pipe inbox to tear a room's mirror down.
+    inbox: crate::media::LinkTx,
+    /// Rooms the far side said it holds.
+    remote_rooms: HashSet<String>,
+    /// Rooms we told the far side we hold.
+    sent_rooms: HashSet<String>,
+    generation: u64,
+}
+
+#[derive(Default)]
+struct State {
+    links: Vec<Option<LinkEntry>>,
+    /// Rooms with members on this node, as registered in the directory.
+    held: HashSet<String>,
+    /// Base URLs of each held room's nodes, from the directory at the last join.
+    room_urls: std::collections::HashMap<String, Vec<String>>,
+    generation: u64,
+}
+
+pub(crate) struct Cascade {
+    node: String,
+    config: CascadeConfig,
+    public_url: String,
+    endpoint: Endpoint,
+    directory: Directory,
+    presence: Mutex<Option<Presence>>,
+    /// Authenticated incoming links, until `start` takes them.
+    incoming: Mutex<Option<tokio::sync::mpsc::Receiver<Link>>>,
+    state: Mutex<State>,
+}
+
+impl Cascade {
+    /// Binds the link endpoint and reaches the directory; the node is announced by `start`.
+    pub(crate) async fn new(config: CascadeConfig, http: SocketAddr) -> anyhow::Result<Self> {
+        let directory = Directory::connect(&config.directory, "plenary")
+            .await
+            .map_err(|e| anyhow::anyhow!("cascade: {e}"))?;
+        let (endpoint, incoming) = Endpoint::bind(LinkConfig {
+            node: config.node.clone(),
+            listen: config.listen,
+            secret: config.secret.clone(),
+        })
+        .map_err(|e| anyhow::anyhow!("cascade link listener {}: {e}", config.listen))?;
+        let public_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{http}"));
+        let me = Self {
+            node: config.node.clone(),
+            config,
+            public_url,
+            endpoint,
+            directory,
+            presence: Mutex::new(None),
+            incoming: Mutex::new(Some(incoming)),
+            state: Mutex::new(State {
+                links: (0..MAX_LINKS).map(|_| None).collect(),
+                ..State::default()
+            }),
+        };
+        Ok(me)
+    }
+
+    pub(crate) fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub(crate) fn link_addr(&self) -> SocketAddr {
+        self.endpoint.local_addr()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Heartbeats, incoming links and room events; runs until the SFU stops. Returns once the
+    /// node is registered in the directory (joins need it), or after 2 s without.
+    pub(crate) async fn start(self: &Arc<Self>, shared: &Arc<Shared>) {
+        let incoming = self
+            .incoming
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let (events_tx, mut events) = tokio::sync::mpsc::channel(4096);
+        shared.router.set_events(events_tx);
+        let info_shared = Arc::downgrade(shared);
+        let me = self.clone();
+        let presence = plenary_cascade::directory::spawn_presence(
+            self.directory.clone(),
+            move || me.info(info_shared.upgrade().map_or(0, |s| s.router.members())),
+            HEARTBEAT,
+        );
+        if !presence.wait_up(Duration::from_secs(2)).await {
+            tracing::warn!(
+                directory = self.directory.url(),
+                "cascade: the directory does not answer yet; joins into new rooms fail until it does"
+            );
+        }
+        let mut registrations = presence.registrations();
+        *self.presence.lock().unwrap_or_else(|e| e.into_inner()) = Some(presence);
+        // The directory forgot this node (Redis restarted empty, or others swept it during an
+        // outage): announce the rooms held here again.
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut seen = *registrations.borrow();
+            while registrations.changed().await.is_ok() {
+                let n = *registrations.borrow();
+                if n <= seen.max(1) {
+                    seen = n;
+                    continue;
+                }
+                seen = n;
+                let held: Vec<String> = me.state().held.iter().cloned().collect();
+                tracing::info!(
+                    rooms = held.len(),
+                    "cascade: re-announcing rooms to the directory"
+                );
+                for room in held {
+                    if let Err(e) = me.directory.join_room(&room, &me.node).await {
+                        tracing::warn!(room, "cascade: directory: {e}");
+                    }
+                }
+            }
+        });
+        if let Some(mut incoming) = incoming {
+            let (me, shared) = (self.clone(), Arc::downgrade(shared));
+            tokio::spawn(async move {
+                while let Some(link) = incoming.recv().await {
+                    let Some(shared) = shared.upgrade() else {
+                        return;
+                    };
+                    tracing::info!(peer = %link.peer, "cascade: link accepted");
+                    me.add_link(&shared, link, false);
+                }
+            });
+        }
+        let (me, shared) = (self.clone(), Arc::downgrade(shared));
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                match ev {
+                    RoomEvent::Emptied(room) => me.room_emptied(&shared, &room).await,
+                }
+            }
+        });
+    }
+
+    fn info(&self, load: usize) -> NodeInfo {
+        NodeInfo {
+            name: self.node.clone(),
+            http: self.public_url.clone(),
+            cascade: self.endpoint.local_addr(),
+            load: load as u32,
+            max_load: self.config.max_load,
+            draining: false,
+        }
+    }
+
+    /// Before a join into `room` is routed: registers the room in the directory, links with
+    /// the room's other nodes, or sends the client to a less loaded node.
+    pub(crate) async fn prepare(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        room: &str,
+    ) -> Result<(), JoinRefusal> {
+        let load = shared.router.members() as u32;
+        let over = self.config.max_load > 0 && load >= self.config.max_load;
+        if self.state().held.contains(room) && !over {
+            return Ok(());
+        }
+        let nodes = if over {
+            self.directory.room_nodes(room).await
+        } else {
+            self.directory.join_room(room, &self.node).await
+        }
+        .map_err(|e| {
+            JoinRefusal::Directory(format!(
+                "cascade directory unreachable ({e}); joins into rooms not already on this node fail until it is back"
+            ))
+        })?;
+        if over {
+            let others = if nodes.iter().any(|n| n.name != self.node) {
+                nodes.clone()
+            } else {
+                self.directory.nodes().await.unwrap_or_default()
+            };
+            let target = others
+                .iter()
+                .filter(|n| n.name != self.node && !n.draining && n.has_capacity())
+                .min_by_key(|n| n.load);
+            if let Some(n) = target {
+                return Err(JoinRefusal::Redirect(n.http.clone()));
+            }
+            // Nowhere better: serve it here rather than refuse.
+            if !self.state().held.contains(room) {
+                let _ = self.directory.join_room(room, &self.node).await;
+            }
+        }
+        {
+            let mut st = self.state();
+            st.held.insert(room.to_owned());
+            let urls = nodes.iter().map(|n| n.http.clone()).collect();
+            st.room_urls.insert(room.to_owned(), urls);
+        }
+        for n in nodes.iter().filter(|n| n.name != self.node) {
+            let slot = match self.slot_of(&n.name) {
+                Some(s) => Some(s),
+                None => {
+                    match tokio::time::timeout(CONNECT_TIMEOUT, self.endpoint.connect(n.cascade))
+                        .await
+                    {
+                        Ok(Ok(link)) => {
+                            tracing::info!(peer = %n.name, addr = %n.cascade, "cascade: link up");
+                            self.add_link(shared, link, true)
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(peer = %n.name, addr = %n.cascade, "cascade: cannot link: {e}");
+                            None
+                        }
+                        Err(_) => {
+                            tracing::warn!(peer = %n.name, addr = %n.cascade, "cascade: link timed out");
+                            None
+                        }
+                    }
+                }
+            };
+            if let Some(slot) = slot {
+                self.carry(shared, slot, room, true);
+            }
+        }
+        Ok(())
+    }
+
+    /// The nodes of a room, for `joined` (base URLs, this node first).
+    pub(crate) fn room_urls(&self, room: &str) -> Vec<String> {
+        let st = self.state();
+        let others = st.room_urls.get(room).into_iter().flatten();
+        std::iter::once(self.public_url.clone())
+            .chain(others.filter(|u| **u != self.public_url).cloned())
+            .collect()
+    }
+
+    fn slot_of(&self, peer: &str) -> Option<usize> {
+        self.state().links.iter().position(|l| {
+            l.as_ref()
+                .is_some_and(|l| l.peer == peer && !l.handle.is_closed())
+        })
+    }
+
+    /// Tells the far side of `slot` we hold `room`, and carries it when the far side holds it
+    /// too (`listed`: the directory says so).
+    fn carry(&self, shared: &Shared, slot: usize, room: &str, listed: bool) {
+        let mut st = self.state();
+        let Some(l) = st.links.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if l.sent_rooms.insert(room.to_owned()) {
+            l.handle.send_control(ControlMsg::Room {
+                room: room.to_owned(),
+            });
+        }
+        if listed || l.remote_rooms.contains(room) {
+            drop(st);
+            shared.router.set_link(room, LINK_BASE + slot, true);
+        }
+    }
+
+    /// The far side of `slot` holds `room` (it sent `Room`).
+    fn remote_room(&self, shared: &Shared, slot: usize, room: &str) {
+        let held = {
+            let mut st = self.state();
+            let held = st.held.contains(room);
+            if let Some(l) = st.links.get_mut(slot).and_then(Option::as_mut) {
+                l.remote_rooms.insert(room.to_owned());
+            }
+            held
+        };
+        if held {
+            self.carry(shared, slot, room, true);
+        }
+    }
+
+    fn remote_room_gone(&self, shared: &Shared, slot: usize, room: &str) {
+        if let Some(l) = self.state().links.get_mut(slot).and_then(Option::as_mut) {
+            l.remote_rooms.remove(room);
+        }
+        shared.router.set_link(room, LINK_BASE + slot, false);
+    }
+
+    async fn room_emptied(&self, shared: &Shared, room: &str) {
+        let slots: Vec<usize> = {
+            let mut st = self.state();
+            st.held.remove(room);
+            st.room_urls.remove(room);
+            st.links
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, l)| {
+                    let l = l.as_mut()?;
+                    if l.sent_rooms.remove(room) {
+                        l.handle.send_control(ControlMsg::RoomGone {
+                            room: room.to_owned(),
+                        });
+                    }
+                    // The link task drops its mirror of the room.
+                    let _ = l.inbox.try_send(crate::media::PipeMsg::Span {
+                        room: room.to_owned(),
+                        workers: 0,
+                    });
+                    Some(i)
+                })
+                .collect()
+        };
+        for s in slots {
+            shared.router.set_link(room, LINK_BASE + s, false);
+        }
+        if let Err(e) = self.directory.leave_room(room, &self.node).await {
+            tracing::debug!(room, "cascade: directory leave_room: {e}");
+        }
+    }
+
+    /// Registers an authenticated link in a free slot and starts its task. With two links to
+    /// one node (both dialled at once) both sides keep the one dialled by the smaller name.
+    fn add_link(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        link: Link,
+        dialled: bool,
+    ) -> Option<usize> {
+        let dialler = if dialled {
+            self.node.as_str()
+        } else {
+            link.peer.as_str()
+        };
+        let canonical = dialler <= link.peer.as_str().min(self.node.as_str());
+        let mut st = self.state();
+        if let Some(i) = st
+            .links
+            .iter()
+            .position(|l| l.as_ref().is_some_and(|l| l.peer == link.peer))
+        {
+            let alive = st.links[i].as_ref().is_some_and(|l| !l.handle.is_closed());
+            if alive && !canonical {
+                link.handle.close("duplicate link");
+                return Some(i);
+            }
+            if let Some(old) = st.links[i].take() {
+                old.handle.close("replaced by a newer link");
+            }
+        }
+        let Some(slot) = st.links.iter().position(Option::is_none) else {
+            tracing::warn!(peer = %link.peer, "cascade: no free link slot ({MAX_LINKS} links); refused");
+            link.handle.close("no free link slot");
+            return None;
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(LINK_QUEUE);
+        st.generation += 1;
+        let generation = st.generation;
+        let held: Vec<String> = st.held.iter().cloned().collect();
+        st.links[slot] = Some(LinkEntry {
+            peer: link.peer.clone(),
+            handle: link.handle.clone(),
+            inbox: tx.clone(),
+            remote_rooms: HashSet::new(),
+            sent_rooms: held.iter().cloned().collect(),
+            generation,
+        });
+        drop(st);
+        // Before any span names the link, so every worker can pipe to it.
+        shared.router.broadcast(|| {
+            crate::Cmd::Pipe(crate::media::PipeMsg::Link {
+                slot,
+                tx: Some(tx.clone()),
+            })
+        });
+        for room in held {
+            link.handle.send_control(ControlMsg::Room { room });
+        }
+        let (me, shared) = (self.clone(), shared.clone());
+        tokio::spawn(async move {
+            let peer = link.peer.clone();
+            let reason = link_task::run(&me, &shared, slot, link, rx).await;
+            tracing::warn!(%peer, "cascade: link closed: {reason}");
+            me.link_gone(&shared, slot, generation);
+        });
+        Some(slot)
+    }
+
+    /// A link ended: its rooms stop spanning it, so the workers drop its participants.
+    fn link_gone(&self, shared: &Shared, slot: usize, generation: u64) {
+        {
+            let mut st = self.state();
+            if st.links[slot].as_ref().map(|l| l.generation) != Some(generation) {
+                return;
+            }
+            st.links[slot] = None;
+        }
+        shared.router.clear_link(LINK_BASE + slot);
+        shared
+            .router
+            .broadcast(|| crate::Cmd::Pipe(crate::media::PipeMsg::Link { slot, tx: None }));
+    }
+
+    /// SIGTERM: tell the other nodes, leave the directory, close the links.
+    pub(crate) async fn stop(&self) {
+        let presence = self
+            .presence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(p) = presence {
+            p.stop().await;
+        }
+        self.endpoint.close();
+    }
+}
