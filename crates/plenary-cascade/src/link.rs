@@ -211,9 +211,10 @@ async fn accept_one(incoming: quinn::Incoming, node: &str, secret: &[u8]) -> Opt
     match result {
         Ok(ready) => Some(handle::start(conn, ready)),
         Err(e) => {
+            // Count before closing, so the peer never sees the refusal ahead of the counter.
+            e.log_refusal(addr);
             let (code, why) = e.close_code();
             conn.close(VarInt::from_u32(code), why.as_bytes());
-            e.log_refusal(addr);
             None
         }
     }

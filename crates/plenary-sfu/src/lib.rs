@@ -178,6 +178,10 @@ impl RunningSfu {
     /// Returns the number of peers still connected.
     pub async fn drain(&self, timeout: Duration) -> usize {
         self.shared.draining.store(true, Ordering::SeqCst);
+        if let Some(c) = &self.shared.cascade {
+            // Room participants are sent to another node of their room before this one goes.
+            c.drain(&self.shared).await;
+        }
         let deadline = Instant::now() + timeout;
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -189,6 +193,16 @@ impl RunningSfu {
     }
 
     /// Stops accepting HTTP, ends the media loop and waits for both.
+    /// Cascade links: (peer node, media bytes sent, media bytes received). Empty on a single
+    /// node.
+    pub fn cascade_stats(&self) -> Vec<(String, u64, u64)> {
+        self.shared
+            .cascade
+            .as_ref()
+            .map(|c| c.stats())
+            .unwrap_or_default()
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(c) = &self.shared.cascade {
             c.stop().await;
@@ -380,6 +394,11 @@ pub(crate) enum Cmd {
     },
     /// Between the workers a large room spans: membership, tracks, media, keyframe requests.
     Pipe(media::PipeMsg),
+    /// Cascade drain: every room API participant of `room` here is told to rejoin at `url`.
+    Rehome {
+        room: String,
+        url: String,
+    },
 }
 
 pub(crate) enum RoomCmd {

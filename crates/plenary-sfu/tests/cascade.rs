@@ -170,3 +170,130 @@ async fn a_node_with_the_wrong_secret_is_refused() {
     intruder.shutdown().await;
     node_a.shutdown().await;
 }
+
+/// Simulcast publisher on A, viewers on B at the low layer: the track crosses the A→B link
+/// once, in the layer B watches, however many viewers B has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_track_crosses_a_link_once_in_the_demanded_layer() {
+    let _serial = SERIAL.lock().await;
+    let Some(redis) = Redis::start() else { return };
+    let node_a = node(&redis, "node-a", SECRET).await;
+    let node_b = node(&redis, "node-b", SECRET).await;
+    let mut ada = Client::join(node_a.http_addr(), "r", "ada").await;
+    const LOW_BPS: u64 = 100_000;
+    ada.publish(PublishPlan {
+        tag: 1,
+        audio: false,
+        video: [("q", LOW_BPS), ("h", 400_000), ("f", 1_200_000)]
+            .iter()
+            .map(|&(rid, bps)| LayerPlan {
+                rid: Some(rid),
+                bps,
+            })
+            .collect(),
+    })
+    .await;
+    ada.wait_connected().await;
+    let a_to_b = |n: &RunningSfu| {
+        n.cascade_stats()
+            .into_iter()
+            .find(|(peer, ..)| peer == "node-b")
+            .map_or(0, |(_, tx, _)| tx)
+    };
+    // Bytes A sends B over `window`, once `viewers` clients on B watch the low layer.
+    let mut viewers: Vec<Client> = Vec::new();
+    let mut rates = Vec::new();
+    for n in [1usize, 5] {
+        while viewers.len() < n {
+            let v = Client::join(node_b.http_addr(), "r", &format!("v{}", viewers.len())).await;
+            let ada_on_b = wait_id(&v, "ada").await;
+            let track = v.wait_track(&ada_on_b, "video").await;
+            let mid = v.subscribe(&track, Some(0)).await;
+            v.wait_connected().await;
+            assert!(
+                eventually(8 * SEC, || v.sub.shared.count_on(&mid) >= 30).await,
+                "viewer {} on B gets ada's video",
+                viewers.len()
+            );
+            viewers.push(v);
+        }
+        tokio::time::sleep(SEC).await;
+        let (t0, b0) = (std::time::Instant::now(), a_to_b(&node_a));
+        tokio::time::sleep(3 * SEC).await;
+        let bps = (a_to_b(&node_a) - b0) as f64 * 8.0 / t0.elapsed().as_secs_f64();
+        println!("{n} viewer(s) on B: A->B {bps:.0} bit/s (low layer {LOW_BPS})");
+        rates.push(bps);
+    }
+    let (one, five) = (rates[0], rates[1]);
+    assert!(
+        (five - one).abs() <= 0.10 * one,
+        "A->B with 1 viewer {one:.0} bit/s, with 5 {five:.0}: the track must cross once"
+    );
+    // Only the demanded low layer crosses (headers and keyframes add some), not all three
+    // (17x the low layer together).
+    assert!(
+        one < 2.0 * LOW_BPS as f64 && one > 0.5 * LOW_BPS as f64,
+        "A->B {one:.0} bit/s for a {LOW_BPS} bit/s low layer"
+    );
+    for v in viewers {
+        v.leave().await;
+    }
+    ada.leave().await;
+    node_b.shutdown().await;
+    node_a.shutdown().await;
+}
+
+/// Redis stops for a while: media in the running room goes on; a join into a new room fails
+/// with a clear error until Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_outlives_a_directory_outage() {
+    let _serial = SERIAL.lock().await;
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let node_a = node(&redis, "node-a", SECRET).await;
+    let node_b = node(&redis, "node-b", SECRET).await;
+    let mut ada = Client::join(node_a.http_addr(), "r", "ada").await;
+    let bob = Client::join(node_b.http_addr(), "r", "bob").await;
+    ada.publish(PublishPlan::av(1, 300_000)).await;
+    let ada_on_b = wait_id(&bob, "ada").await;
+    let track = bob.wait_track(&ada_on_b, "video").await;
+    let mid = bob.subscribe(&track, None).await;
+    bob.wait_connected().await;
+    assert!(eventually(8 * SEC, || bob.sub.shared.count_on(&mid) >= 30).await);
+
+    redis.kill();
+    let before = bob.sub.shared.count_on(&mid);
+    tokio::time::sleep(5 * SEC).await;
+    let during = bob.sub.shared.count_on(&mid) - before;
+    // 30 fps over 5 s, with room for a slow machine.
+    assert!(during >= 100, "{during} video packets in 5 s without Redis");
+    // A room new to this node needs the directory.
+    let eve = Client::join_raw(node_b.http_addr(), "new-room", "eve").await;
+    let err = eve.wait("error", 5 * SEC, |v| v["type"] == "error").await;
+    assert!(
+        err["message"].as_str().unwrap_or("").contains("directory"),
+        "{err}"
+    );
+    redis.launch();
+    // Back: the nodes re-register and joins into new rooms work again.
+    let mut ok = false;
+    for _ in 0..20 {
+        tokio::time::sleep(SEC / 2).await;
+        let mut c = Client::join_raw(node_b.http_addr(), "new-room", "eve").await;
+        if c.wait_joined(2 * SEC).await {
+            ok = true;
+            c.leave().await;
+            break;
+        }
+    }
+    assert!(ok, "joins work again once Redis is back");
+    assert!(
+        bob.sub.shared.count_on(&mid) > before + during,
+        "media went on throughout"
+    );
+    bob.leave().await;
+    ada.leave().await;
+    node_b.shutdown().await;
+    node_a.shutdown().await;
+}

@@ -16,8 +16,15 @@ use crate::wire::{encode_control, ControlDecoder, ControlMsg};
 
 /// Read size on the control stream; also bounds what the decoder holds beyond one frame.
 pub(super) const READ_CHUNK: usize = 64 * 1024;
-/// Node names become metric labels and log fields: keep them short and printable.
-const MAX_NODE_NAME: usize = 128;
+/// Node names become metric labels, log fields and directory keys: the directory's rule.
+const MAX_NODE_NAME: usize = 64;
+
+pub(super) fn usable_name(name: &str) -> bool {
+    (1..=MAX_NODE_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
 
 /// An authenticated control stream, with any bytes read past the peer's `Hello`.
 pub(super) struct Ready {
@@ -226,10 +233,7 @@ async fn read_hello(
     loop {
         match decoder.next() {
             Some(Ok(ControlMsg::Hello { node })) => {
-                if node.is_empty()
-                    || node.len() > MAX_NODE_NAME
-                    || node.chars().any(char::is_control)
-                {
+                if !usable_name(&node) {
                     return Err(HandshakeError::Protocol(
                         "unusable node name in Hello".into(),
                     ));
@@ -258,6 +262,20 @@ async fn read_hello(
                     "control stream ended before Hello".into(),
                 ))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::usable_name;
+
+    #[test]
+    fn node_names_follow_the_directory_rule() {
+        assert!(usable_name("sfu-1.example_A"));
+        assert!(usable_name(&"n".repeat(64)));
+        for bad in ["", "a:b", "a b", "é", "a\n", &"n".repeat(65)] {
+            assert!(!usable_name(bad), "{bad:?}");
         }
     }
 }

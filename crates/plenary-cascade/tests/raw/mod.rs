@@ -1,5 +1,6 @@
 //! A hand-driven peer speaking the link protocol from its description (not through
 //! `plenary_cascade::link`), to send what a well-behaved node never would.
+#![allow(dead_code)] // each test binary uses part of it
 
 use std::net::SocketAddr;
 use std::sync::Arc;

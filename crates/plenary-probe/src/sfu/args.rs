@@ -34,8 +34,12 @@ pub struct SfuProbeArgs {
     #[arg(long, conflicts_with = "target")]
     pub embedded: bool,
     /// The server to drive: its HTTP base URL (http://host:port) for Plenary, or the
-    /// Janus HTTP API root with --api janus.
-    #[arg(long)]
+    /// Janus HTTP API root with --api janus. Several comma-separated Plenary URLs are the
+    /// nodes of one cascade: participant i joins URL i % n, except the scenario's
+    /// publishers (presenters, cameras), who all join the first, so the others receive
+    /// them over node-to-node links. Room API participants whose node closes their socket
+    /// re-join at the next node of the room (joined.nodes) or the next URL.
+    #[arg(long, value_name = "URL[,URL...]")]
     pub target: Option<String>,
     /// Which signalling the target speaks.
     #[arg(long, value_enum, default_value_t = Api::Plenary)]
@@ -60,9 +64,11 @@ pub struct SfuProbeArgs {
     /// tracks.ndjson (per received track and step); created if missing.
     #[arg(long)]
     pub report: Option<PathBuf>,
-    /// PID of a local server process: its CPU and RSS go in the report.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// PID of a local server process: its CPU and RSS go in the report. With several
+    /// --target URLs, one PID per URL in the same order (comma-separated): each node's CPU
+    /// is reported, and their sum is the server's.
+    #[arg(long, value_delimiter = ',', value_name = "PID[,PID...]")]
+    pub server_pid: Vec<u32>,
     /// CPUs of the embedded SFU (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "0")]
     pub sfu_cpus: Vec<usize>,

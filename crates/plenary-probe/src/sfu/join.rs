@@ -2,19 +2,22 @@
 //! (WHIP/WHEP, Janus or the room API), hand the peers to a driver and wait until ICE and
 //! DTLS are up. Every wait is bounded by the join timeout.
 
+use super::cascade::{self, Rehome};
 use super::engine::build::{self, BuildCtx, PeerPlan};
 use super::engine::driver::{Cmd, DriverHandle};
 use super::net::whip;
 use super::plan::Participant;
 use super::recv::track::TrackKind;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
-    /// Plenary (or any WHIP/WHEP + room API server) at this base URL.
-    Plenary { base: String },
+    /// Plenary (or any WHIP/WHEP + room API server) at these base URLs: one node, or the
+    /// nodes of a cascade, which participants are spread over.
+    Plenary { bases: Vec<String> },
     /// Janus's HTTP API root, e.g. `http://127.0.0.1:8088/janus`.
     Janus { base: String },
 }
@@ -25,6 +28,7 @@ pub enum Cleanup {
     Delete(String),
     Janus(super::net::janus::Session),
     Room(super::net::rooms::RoomHandle),
+    Stay(super::net::stay::Stay),
 }
 
 pub struct JoinCtx {
@@ -39,6 +43,11 @@ pub struct JoinCtx {
     /// Participants present once the current step has joined: a subscription to a
     /// publisher beyond it would wait for someone who never comes.
     pub population: std::sync::atomic::AtomicU32,
+    /// The node (`http://host:port`) each participant is on now: the delay of a track is
+    /// same-node or cross-node by it.
+    pub homes: Mutex<HashMap<u32, String>>,
+    /// Every re-homing so far; the controller takes each step's share.
+    pub rehomes: Mutex<Vec<Rehome>>,
 }
 
 impl JoinCtx {
@@ -48,6 +57,23 @@ impl JoinCtx {
 
     pub fn id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn set_home(&self, participant: u32, url: &str) {
+        let mut h = self.homes.lock().unwrap_or_else(|e| e.into_inner());
+        h.insert(participant, cascade::node_of(url));
+    }
+
+    pub fn homes(&self) -> HashMap<u32, String> {
+        self.homes.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The base URLs participants are spread over (empty for Janus).
+    pub fn targets(&self) -> &[String] {
+        match &self.target {
+            Target::Plenary { bases } => bases,
+            Target::Janus { .. } => &[],
+        }
     }
 
     /// Builds an offer, sends it with `exchange`, applies the answer and starts the peer
@@ -148,6 +174,8 @@ pub struct Joined {
     pub ok: bool,
     pub join_ms: Option<f64>,
     pub error: Option<String>,
+    /// Redirects (room API `redirect`, WHIP/WHEP 307) its join followed.
+    pub redirects: u32,
     pub cleanup: Vec<Cleanup>,
 }
 
@@ -157,12 +185,22 @@ pub async fn join(ctx: Arc<JoinCtx>, p: Participant) -> Joined {
     let participant = p.index;
     let phase = Phase::default();
     phase.set("signalling");
+    let mut redirects = 0;
     let work = async {
         match ctx.target.clone() {
-            Target::Plenary { base } if ctx.rooms => {
-                super::net::rooms::join(ctx.clone(), &base, &p, &mut cleanup, &phase).await
+            Target::Plenary { bases } => {
+                let base = &bases[cascade::target_of(p.index, p.role, bases.len())];
+                let mut j = Joining {
+                    cleanup: &mut cleanup,
+                    phase: &phase,
+                    redirects: &mut redirects,
+                };
+                if ctx.rooms {
+                    super::net::stay::join(ctx.clone(), base, &p, &mut j).await
+                } else {
+                    join_whip_whep(&ctx, base, &p, &mut j).await
+                }
             }
-            Target::Plenary { base } => join_whip_whep(&ctx, &base, &p, &mut cleanup, &phase).await,
             Target::Janus { base } => super::net::janus::join(&ctx, &base, &p, &mut cleanup).await,
         }
     };
@@ -185,8 +223,16 @@ pub async fn join(ctx: Arc<JoinCtx>, p: Participant) -> Joined {
         ok,
         join_ms,
         error,
+        redirects,
         cleanup,
     }
+}
+
+/// What a join leaves behind even when its timeout cuts it short.
+pub struct Joining<'a> {
+    pub cleanup: &'a mut Vec<Cleanup>,
+    pub phase: &'a Phase,
+    pub redirects: &'a mut u32,
 }
 
 /// WHIP for what it publishes, WHEP for each room it plays. Returns the slowest connect.
@@ -194,11 +240,11 @@ async fn join_whip_whep(
     ctx: &JoinCtx,
     base: &str,
     p: &Participant,
-    cleanup: &mut Vec<Cleanup>,
-    phase: &Phase,
+    j: &mut Joining<'_>,
 ) -> Result<u64, String> {
     let mut waits = Vec::new();
     let t = ctx.timeout;
+    let mut home = None;
     if !p.publish.is_empty() {
         let plan = PeerPlan {
             participant: p.index,
@@ -207,10 +253,10 @@ async fn join_whip_whep(
             recv: vec![],
         };
         let url = format!("{base}/whip/{}", p.room);
-        let (w, loc) = ctx
+        let (w, x) = ctx
             .offer_peer(&plan, |o| whip::exchange(&url, o, t))
             .await?;
-        cleanup.extend(loc.map(Cleanup::Delete));
+        j.note(&x, &mut home);
         waits.push(w);
     }
     for room in &p.play {
@@ -221,18 +267,31 @@ async fn join_whip_whep(
             recv: vec![TrackKind::Audio, TrackKind::Video],
         };
         let url = format!("{base}/whep/{room}");
-        let (w, loc) = ctx
+        let (w, x) = ctx
             .offer_peer(&plan, |o| whip::exchange(&url, o, t))
             .await?;
-        cleanup.extend(loc.map(Cleanup::Delete));
+        j.note(&x, &mut home);
         waits.push(w);
     }
-    phase.set("ICE/DTLS of a WHIP or WHEP connection");
+    if let Some(h) = home {
+        ctx.set_home(p.index, &h);
+    }
+    j.phase.set("ICE/DTLS of a WHIP or WHEP connection");
     let mut slowest = 0;
     for w in waits {
         slowest = slowest.max(w.connected().await?);
     }
     Ok(slowest)
+}
+
+impl Joining<'_> {
+    /// Keeps a WHIP/WHEP session for leaving, counts its redirects, and takes the node of
+    /// the participant's first session as its home.
+    fn note(&mut self, x: &whip::Exchanged, home: &mut Option<String>) {
+        self.cleanup.extend(x.location.clone().map(Cleanup::Delete));
+        *self.redirects += x.redirects;
+        home.get_or_insert_with(|| x.url.clone());
+    }
 }
 
 /// Undoes a participant's sessions, best effort and bounded.
@@ -245,6 +304,7 @@ pub async fn leave(ctx: &JoinCtx, j: Joined) {
             Cleanup::Delete(url) => whip::delete(&url, t).await,
             Cleanup::Janus(s) => s.destroy(t).await,
             Cleanup::Room(r) => r.leave().await,
+            Cleanup::Stay(s) => s.leave().await,
         }
     }
 }

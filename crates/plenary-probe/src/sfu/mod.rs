@@ -5,6 +5,7 @@
 //!   simulcast layers) and Opus (RFC 6464 levels, talk/pause, DTX), with a send stamp.
 //! - [`recv`]: per-track loss, RFC 3550 jitter, one-way delay, frames, W3C freezes, gaps.
 //! - [`scenario`], [`plan`]: `loadtest/*.toml` and who each participant is.
+//! - [`cascade`]: several nodes: who joins where, redirects, re-homing, cross-node delay.
 //! - [`ramp`], [`step`]: thresholds, verdicts, the knee; reduction across subscribers.
 //! - [`engine`]: str0m peers and the poll-loop driver threads; [`net`], [`join`]: WHIP/WHEP,
 //!   the room API and Janus; [`run`]: the controller; [`report`]: JSON, HTML and NDJSON.
@@ -13,6 +14,7 @@
 //! synthetic time.
 
 mod args;
+pub mod cascade;
 pub mod cpu;
 pub mod embedded;
 pub mod engine;
@@ -81,12 +83,24 @@ pub fn run(args: SfuProbeArgs) -> anyhow::Result<i32> {
     }
     let environment = report::Environment::read();
     let mut sfu = None;
-    let target = match (&args.target, args.api) {
-        (Some(url), Api::Janus) => Target::Janus {
-            base: url.trim_end_matches('/').to_string(),
-        },
-        (Some(url), Api::Plenary) => Target::Plenary {
-            base: url.trim_end_matches('/').to_string(),
+    let targets = match &args.target {
+        Some(t) => cascade::parse_targets(t).map_err(anyhow::Error::msg)?,
+        None => Vec::new(),
+    };
+    if targets.len() > 1 && args.api == Api::Janus {
+        anyhow::bail!("several --target URLs are the nodes of a Plenary cascade; --api janus takes one");
+    }
+    if args.server_pid.len() > 1 && args.server_pid.len() != targets.len() {
+        anyhow::bail!(
+            "--server-pid: {} PIDs for {} --target URLs (one per node, in the same order)",
+            args.server_pid.len(),
+            targets.len()
+        );
+    }
+    let target = match (targets.first(), args.api) {
+        (Some(url), Api::Janus) => Target::Janus { base: url.clone() },
+        (Some(_), Api::Plenary) => Target::Plenary {
+            bases: targets.clone(),
         },
         (None, _) => {
             let ip = args.bind_ip.unwrap_or([127, 0, 0, 1].into());
@@ -102,18 +116,23 @@ pub fn run(args: SfuProbeArgs) -> anyhow::Result<i32> {
                 .context("starting the embedded SFU")?;
             let base = e.base_url();
             sfu = Some(e);
-            Target::Plenary { base }
+            Target::Plenary { bases: vec![base] }
         }
     };
-    let (Target::Plenary { base } | Target::Janus { base }) = &target;
+    let all: Vec<String> = match &target {
+        Target::Plenary { bases } => bases.clone(),
+        Target::Janus { base } => vec![base.clone()],
+    };
+    let base = &all[0];
     let bind_ip = match args.bind_ip {
         Some(ip) => ip,
         None => route_to(base)?,
     };
     if !args.quiet {
         eprintln!(
-            "plenary probe sfu: scenario {} against {base}{}; probe CPUs {probe_cpus:?}, server CPUs {sfu_cpus:?}",
+            "plenary probe sfu: scenario {} against {}{}; probe CPUs {probe_cpus:?}, server CPUs {sfu_cpus:?}",
             plan.scenario.name,
+            all.join(", "),
             if embedded { " (embedded)" } else { "" }
         );
     }
@@ -130,10 +149,12 @@ pub fn run(args: SfuProbeArgs) -> anyhow::Result<i32> {
         rooms: plan.uses_rooms(),
         janus: Default::default(),
         population: 0.into(),
+        homes: Default::default(),
+        rehomes: Default::default(),
     });
-    let server = match (embedded, args.server_pid) {
+    let server = match (embedded, args.server_pid.is_empty()) {
         (true, _) => ServerCpu::Embedded,
-        (false, Some(pid)) => ServerCpu::Pid(pid),
+        (false, false) => ServerCpu::Pids(args.server_pid.clone()),
         _ => ServerCpu::Unknown,
     };
     let probe_threads = probe_cpus.as_ref().map_or_else(
@@ -176,7 +197,7 @@ pub fn run(args: SfuProbeArgs) -> anyhow::Result<i32> {
         environment,
         started,
         embedded,
-        base,
+        &all,
         probe_cpus,
         sfu_cpus,
         bind_ip,
@@ -198,7 +219,7 @@ fn build_report(
     mut environment: report::Environment,
     started: std::time::SystemTime,
     embedded: bool,
-    base: &str,
+    targets: &[String],
     probe_cpus: Option<Vec<usize>>,
     sfu_cpus: Option<Vec<usize>>,
     bind_ip: IpAddr,
@@ -253,7 +274,8 @@ fn build_report(
         thresholds: plan.scenario.thresholds,
         config: report::RunConfig {
             scenario: plan.scenario.clone(),
-            target: base.to_string(),
+            target: targets.first().cloned().unwrap_or_default(),
+            targets: targets.to_vec(),
             api: args.api,
             embedded,
             repeat: args.repeat,
@@ -261,7 +283,8 @@ fn build_report(
             drivers: args.drivers,
             probe_cpus,
             sfu_cpus,
-            server_pid: args.server_pid,
+            server_pid: args.server_pid.first().copied(),
+            server_pids: args.server_pid.clone(),
             bind_ip: bind_ip.to_string(),
         },
         environment,

@@ -8,7 +8,7 @@ use super::engine::driver::{Cmd, Harvest, Snapshot};
 use super::join::{self, JoinCtx, Joined};
 use super::plan::Plan;
 use super::ramp::{staircase, Knee};
-use super::report::{Joins, RepeatResult, ServerWindow, StepResult, Tick};
+use super::report::{CascadeStep, Joins, NodeCpu, RepeatResult, ServerWindow, StepResult, Tick};
 use super::step::{self, ProbeLoad};
 use crate::stats::histogram::LogHistogram;
 use crate::stats::percentile::Percentiles;
@@ -46,6 +46,8 @@ pub struct Runner<'a> {
     repeat: u32,
     interrupted: Arc<AtomicBool>,
     started: Instant,
+    /// Probe clock when the current step started joining: its re-homings are those since.
+    step_from_us: u64,
 }
 
 impl<'a> Runner<'a> {
@@ -76,6 +78,7 @@ impl<'a> Runner<'a> {
             repeat: 0,
             interrupted: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),
+            step_from_us: 0,
         }
     }
 
@@ -126,6 +129,7 @@ impl<'a> Runner<'a> {
         let mut out = Vec::new();
         let mut valid = true;
         for (k, &n) in stairs.iter().enumerate() {
+            self.step_from_us = self.clock.now_us();
             let joins = self.grow(k, n).await;
             self.say(format_args!(
                 "[repeat {}] step {}/{}: {n} {} | joins {}/{} ok, join p95 {:.0} ms",
@@ -179,6 +183,7 @@ impl<'a> Runner<'a> {
             attempted: self.joined.len() as u32,
             succeeded: self.joined.iter().filter(|j| j.ok).count() as u32,
             join_ms: Percentiles::of(&mut ms),
+            redirects: self.joined.iter().map(|j| j.redirects).sum(),
             ..Joins::default()
         };
         j.failed = j.attempted - j.succeeded;
@@ -347,7 +352,7 @@ impl<'a> Runner<'a> {
         self.drivers(|| Cmd::BeginStep);
         let (snap0, cpu0, t0) = (self.snapshot(), self.server.sample(), Instant::now());
         self.last = snap0.clone();
-        self.cpu = cpu0;
+        self.cpu = cpu0.clone();
         self.tick_for(
             k,
             "measure",
@@ -379,7 +384,7 @@ impl<'a> Runner<'a> {
         let secs = t0.elapsed().as_secs_f64().max(1e-3);
         let (snap1, cpu1) = (self.snapshot(), self.server.sample());
         self.last = snap1.clone();
-        self.cpu = cpu1;
+        self.cpu = cpu1.clone();
         let (probe_cpu, server_cpu) = self.server.pct(&cpu0, &cpu1);
         let (c0, c1) = (&snap0.counters, &snap1.counters);
         let rx_bytes = c1.rx_bytes.saturating_sub(c0.rx_bytes);
@@ -420,8 +425,10 @@ impl<'a> Runner<'a> {
                 cpu_pct: pct,
                 rss_kb: cpu1.server_rss,
                 rx_mbit_per_cpu_s: (cpu_s > 0.0).then(|| rx_bytes as f64 * 8.0 / 1e6 / cpu_s),
+                nodes: self.node_cpu(&cpu0, &cpu1, secs),
             }
         });
+        let cascade = self.cascade_step(&harvest.tracks, joins.redirects);
         let count = |kind| harvest.tracks.iter().filter(|t| t.2.kind == kind).count();
         StepResult {
             repeat: self.repeat,
@@ -449,8 +456,61 @@ impl<'a> Runner<'a> {
             probe,
             probe_lag_ms: lag,
             server,
+            cascade,
             subscribers: subs,
         }
+    }
+
+    /// Each `--server-pid`'s CPU over the window, beside the target it serves.
+    fn node_cpu(&self, a: &super::cpu::Cpu, b: &super::cpu::Cpu, secs: f64) -> Vec<NodeCpu> {
+        let super::cpu::ServerCpu::Pids(pids) = &self.server else {
+            return Vec::new();
+        };
+        if pids.len() < 2 {
+            return Vec::new();
+        }
+        let targets = self.ctx.targets();
+        super::cpu::node_pct(a, b)
+            .into_iter()
+            .zip(pids)
+            .enumerate()
+            .map(|(i, (pct, &pid))| NodeCpu {
+                target: targets.get(i).cloned(),
+                pid,
+                cpu_pct: pct,
+                cpu_seconds: pct.map(|p| p / 100.0 * secs),
+                rss_kb: b.nodes.get(i).and_then(|n| n.rss_kb),
+            })
+            .collect()
+    }
+
+    /// Where participants are, the delay a node-to-node link adds, and the step's
+    /// re-homings; None on a single node where nothing moved.
+    fn cascade_step(
+        &self,
+        tracks: &[(u32, bool, super::recv::track::TrackWindow)],
+        redirects: u32,
+    ) -> Option<CascadeStep> {
+        let from = self.step_from_us;
+        let events: Vec<super::cascade::Rehome> = {
+            let v = self.ctx.rehomes.lock().unwrap_or_else(|e| e.into_inner());
+            v.iter().filter(|e| e.closed_us >= from).cloned().collect()
+        };
+        if self.ctx.targets().len() < 2 && events.is_empty() && redirects == 0 {
+            return None;
+        }
+        let homes = self.ctx.homes();
+        let mut per_node = std::collections::BTreeMap::new();
+        for j in self.joined.iter().filter(|j| j.ok) {
+            if let Some(h) = homes.get(&j.participant) {
+                *per_node.entry(h.clone()).or_insert(0) += 1;
+            }
+        }
+        Some(CascadeStep {
+            participants_per_node: per_node,
+            delay: super::cascade::node_delay(tracks, |p| homes.get(&p).map(String::as_str)),
+            rehome: super::cascade::rehome_stats(&events),
+        })
     }
 
     /// Everyone leaves (the next repeat starts from an empty server).
@@ -465,6 +525,7 @@ impl<'a> Runner<'a> {
         })
         .await;
         self.ctx.janus.clear();
+        self.ctx.homes.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.present = 0;
         if self.repeat + 1 < self.repeat_count {
             tokio::time::sleep(Duration::from_secs(2)).await;

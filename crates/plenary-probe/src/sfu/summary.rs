@@ -1,7 +1,7 @@
 //! Text for people: one line per measured step, and how driver snapshots add up.
 
 use super::engine::driver::Snapshot;
-use super::report::StepResult;
+use super::report::{CascadeStep, StepResult};
 use crate::stats::percentile::Percentiles;
 
 /// Adds one driver's snapshot to the total of all drivers.
@@ -42,6 +42,32 @@ pub fn describe(s: &StepResult) -> String {
         s.rx_mbps,
         s.probe.load.cpu_pct,
         s.probe_lag_ms.p99,
-        s.server.map_or(String::new(), |w| format!(" | server cpu {:.0}%", w.cpu_pct))
-    )
+        s.server
+            .as_ref()
+            .map_or(String::new(), |w| format!(" | server cpu {:.0}%", w.cpu_pct))
+    ) + &s.cascade.as_ref().map_or(String::new(), cascade)
+}
+
+/// The cascade's part of a step line: what a link adds, and how re-homing went.
+fn cascade(c: &CascadeStep) -> String {
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+    let mut s = format!(
+        " | nodes {} | cross-node delay p95 {} ms (same-node {} ms, added {} ms)",
+        c.participants_per_node.len(),
+        ms(c.delay.cross_node_ms.map(|p| p.p95)),
+        ms(c.delay.same_node_ms.map(|p| p.p95)),
+        ms(c.delay.added_p95_ms),
+    );
+    if let Some(r) = &c.rehome {
+        s += &format!(
+            " | re-homed {} ({} failed): audio back p50/p95 {}/{} ms, video {}/{} ms",
+            r.count,
+            r.failed,
+            ms(r.audio_ms.map(|p| p.p50)),
+            ms(r.audio_ms.map(|p| p.p95)),
+            ms(r.video_ms.map(|p| p.p50)),
+            ms(r.video_ms.map(|p| p.p95)),
+        );
+    }
+    s
 }

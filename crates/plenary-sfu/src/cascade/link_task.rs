@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use plenary_cascade::link::Link;
-use plenary_cascade::wire::{decode_datagram, ControlMsg, MediaPacket};
+use plenary_cascade::wire::{datagram_len, decode_datagram, ControlMsg, MediaPacket};
 use tokio::sync::mpsc;
 
 use super::core::{Action, LinkCore};
@@ -27,7 +27,9 @@ pub(super) async fn run(
     slot: usize,
     mut link: Link,
     mut from_workers: mpsc::Receiver<PipeMsg>,
+    bytes: &super::LinkBytes,
 ) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
     let handle = link.handle.clone();
     let mut core = LinkCore::new(slot);
     let mut out: Vec<Action> = Vec::with_capacity(BATCH);
@@ -64,6 +66,7 @@ pub(super) async fn run(
             }
             dg = handle.recv_datagram() => {
                 let Ok(dg) = dg else { return handle.closed().await };
+                bytes.rx.fetch_add(dg.len() as u64, Relaxed);
                 match decode_datagram(&dg) {
                     Ok(p) => {
                         if let Some((mask, msg)) = core.from_datagram(&p, Instant::now()) {
@@ -107,7 +110,7 @@ pub(super) async fn run(
                     layer,
                     packet,
                 } => {
-                    handle.send_media(&MediaPacket {
+                    let p = MediaPacket {
                         track,
                         layer,
                         ssrc: packet.ssrc,
@@ -118,7 +121,10 @@ pub(super) async fn run(
                         audio_level: packet.audio_level,
                         voice_activity: packet.voice_activity,
                         payload: &packet.payload,
-                    });
+                    };
+                    if handle.send_media(&p) {
+                        bytes.tx.fetch_add(datagram_len(&p) as u64, Relaxed);
+                    }
                 }
                 Action::Workers(mask, msg) => to_workers(shared, mask, msg),
             }

@@ -69,8 +69,16 @@ pub(crate) enum JoinRefusal {
     Directory(String),
 }
 
+/// Media bytes through one link (datagrams as encoded), read by `RunningSfu::cascade_stats`.
+#[derive(Default)]
+pub(crate) struct LinkBytes {
+    pub tx: std::sync::atomic::AtomicU64,
+    pub rx: std::sync::atomic::AtomicU64,
+}
+
 struct LinkEntry {
     peer: String,
+    bytes: Arc<LinkBytes>,
     handle: LinkHandle,
     /// Told to the link task's pipe inbox to tear a room's mirror down.
     inbox: crate::media::LinkTx,
@@ -93,6 +101,8 @@ struct State {
 
 pub(crate) struct Cascade {
     node: String,
+    /// Set by SIGTERM: the directory shows the node as draining, so nobody is sent here.
+    draining: std::sync::atomic::AtomicBool,
     config: CascadeConfig,
     public_url: String,
     endpoint: Endpoint,
@@ -121,6 +131,7 @@ impl Cascade {
             .unwrap_or_else(|| format!("http://{http}"));
         let me = Self {
             node: config.node.clone(),
+            draining: std::sync::atomic::AtomicBool::new(false),
             config,
             public_url,
             endpoint,
@@ -228,7 +239,7 @@ impl Cascade {
             cascade: self.endpoint.local_addr(),
             load: load as u32,
             max_load: self.config.max_load,
-            draining: false,
+            draining: self.draining.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -313,6 +324,23 @@ impl Cascade {
         let others = st.room_urls.get(room).into_iter().flatten();
         std::iter::once(self.public_url.clone())
             .chain(others.filter(|u| **u != self.public_url).cloned())
+            .collect()
+    }
+
+    /// Per open link: (peer node, media bytes sent, media bytes received).
+    pub(crate) fn stats(&self) -> Vec<(String, u64, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.state()
+            .links
+            .iter()
+            .flatten()
+            .map(|l| {
+                (
+                    l.peer.clone(),
+                    l.bytes.tx.load(Relaxed),
+                    l.bytes.rx.load(Relaxed),
+                )
+            })
             .collect()
     }
 
@@ -433,8 +461,10 @@ impl Cascade {
         st.generation += 1;
         let generation = st.generation;
         let held: Vec<String> = st.held.iter().cloned().collect();
+        let bytes = Arc::new(LinkBytes::default());
         st.links[slot] = Some(LinkEntry {
             peer: link.peer.clone(),
+            bytes: bytes.clone(),
             handle: link.handle.clone(),
             inbox: tx.clone(),
             remote_rooms: HashSet::new(),
@@ -455,7 +485,7 @@ impl Cascade {
         let (me, shared) = (self.clone(), shared.clone());
         tokio::spawn(async move {
             let peer = link.peer.clone();
-            let reason = link_task::run(&me, &shared, slot, link, rx).await;
+            let reason = link_task::run(&me, &shared, slot, link, rx, &bytes).await;
             tracing::warn!(%peer, "cascade: link closed: {reason}");
             me.link_gone(&shared, slot, generation);
         });
@@ -475,6 +505,61 @@ impl Cascade {
         shared
             .router
             .broadcast(|| crate::Cmd::Pipe(crate::media::PipeMsg::Link { slot, tx: None }));
+    }
+
+    /// SIGTERM: the directory and the other nodes learn this node is draining, and every room
+    /// API participant is sent to the least loaded other node of its room (by `redirect`).
+    /// Media between the other nodes goes on; the links close at `stop`.
+    pub(crate) async fn drain(&self, shared: &Shared) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let (rooms, handles): (Vec<String>, Vec<LinkHandle>) = {
+            let st = self.state();
+            (
+                st.held.iter().cloned().collect(),
+                st.links
+                    .iter()
+                    .flatten()
+                    .map(|l| l.handle.clone())
+                    .collect(),
+            )
+        };
+        for h in handles {
+            h.send_control(ControlMsg::Draining);
+        }
+        for room in rooms {
+            let nodes = match self.directory.room_nodes(&room).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(
+                        room,
+                        "cascade drain: directory: {e}; participants stay until stop"
+                    );
+                    continue;
+                }
+            };
+            let pick = |nodes: &[NodeInfo]| {
+                nodes
+                    .iter()
+                    .filter(|n| n.name != self.node && !n.draining)
+                    .min_by_key(|n| n.load)
+                    .cloned()
+            };
+            // A room held here alone moves to any live node.
+            let target = match pick(&nodes) {
+                Some(t) => Some(t),
+                None => pick(&self.directory.nodes().await.unwrap_or_default()),
+            };
+            let Some(target) = target else {
+                tracing::info!(room, "cascade drain: no other live node");
+                continue;
+            };
+            tracing::info!(room, to = %target.name, "cascade drain: re-homing participants");
+            shared.router.broadcast(|| crate::Cmd::Rehome {
+                room: room.clone(),
+                url: target.http.clone(),
+            });
+        }
     }
 
     /// SIGTERM: tell the other nodes, leave the directory, close the links.

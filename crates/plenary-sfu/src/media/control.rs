@@ -48,6 +48,7 @@ impl MediaLoop {
             }
             Cmd::Handoff { src, data } => self.datagram(src, &data),
             Cmd::Pipe(msg) => self.pipe(msg),
+            Cmd::Rehome { room, url } => self.rehome(&room, &url),
             Cmd::Leave { id, reply } => {
                 let known = self
                     .participants
@@ -72,6 +73,23 @@ impl MediaLoop {
             }
             Cmd::Room(RoomCmd::Msg { participant, msg }) => self.room_msg(participant, msg),
             Cmd::Room(RoomCmd::Leave { participant }) => self.remove_participant(participant),
+        }
+    }
+
+    /// Cascade drain: local room API participants of `room` are told where to rejoin.
+    fn rehome(&self, room: &str, url: &str) {
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        for id in &r.participants {
+            if crate::workers::worker_of(*id) != self.worker {
+                continue;
+            }
+            if let Some(p) = self.participants.get(id) {
+                p.send(ServerMsg::Redirect {
+                    url: url.to_owned(),
+                });
+            }
         }
     }
 

@@ -638,6 +638,40 @@ impl Client {
         Client::join_on_after(ws, name, None).await
     }
 
+    /// Sends `join` without waiting for `joined` (the server may answer `error` or
+    /// `redirect` instead); `wait_joined` tells.
+    pub async fn join_raw(http: SocketAddr, room: &str, name: &str) -> Client {
+        let ws = ws_connect(http, room, None).await.expect("websocket opens");
+        let (rtc, sock) = new_rtc(true);
+        let sub = spawn_peer(rtc, sock, None, Arc::new(PeerShared::default()));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (out, out_rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(ws_task(ws, out_rx, log.clone(), sub.cmds.clone()));
+        let c = Client {
+            id: String::new(),
+            log,
+            out,
+            task,
+            sub,
+            publ: None,
+            pub_mids: (None, None),
+        };
+        c.send(json!({"type": "join", "name": name}));
+        c
+    }
+
+    /// Whether `joined` arrives within `limit` (sets the id when it does).
+    pub async fn wait_joined(&mut self, limit: Duration) -> bool {
+        let Some(joined) = self.wait_from(0, limit, |v| v["type"] == "joined").await else {
+            return false;
+        };
+        self.id = joined["participant"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        true
+    }
+
     /// Joins on `ws`, first sending `before` (raw text) if given.
     pub async fn join_on_after(ws: Ws, name: &str, before: Option<&str>) -> Client {
         let (rtc, sock) = new_rtc(true);

@@ -46,6 +46,12 @@ pub enum Cmd {
         reply: tokio::sync::oneshot::Sender<Result<String, String>>,
     },
     RemoveParticipant(u32),
+    /// Earliest first audio packet and first video frame (probe clock, µs) over a
+    /// participant's receivers: re-homing times the return of media from its new peers.
+    FirstMedia {
+        participant: u32,
+        reply: tokio::sync::oneshot::Sender<(Option<u64>, Option<u64>)>,
+    },
     Snapshot(mpsc::Sender<Snapshot>),
     BeginStep,
     EndStep(mpsc::Sender<Harvest>),
@@ -323,6 +329,24 @@ impl Driver {
                     }
                     self.remove(slot);
                 }
+            }
+            Cmd::FirstMedia { participant, reply } => {
+                let (mut audio, mut video) = (None::<u64>, None::<u64>);
+                for p in self.slots.iter().flatten() {
+                    if p.participant != participant {
+                        continue;
+                    }
+                    for r in &p.receivers {
+                        let (slot, at) = match r.rx.kind {
+                            TrackKind::Audio => (&mut audio, r.rx.first_packet_us),
+                            TrackKind::Video => (&mut video, r.rx.first_frame_us),
+                        };
+                        if let Some(t) = at {
+                            *slot = Some(slot.map_or(t, |s| s.min(t)));
+                        }
+                    }
+                }
+                let _ = reply.send((audio, video));
             }
             Cmd::Snapshot(reply) => {
                 let _ = reply.send(self.snapshot());

@@ -2,4 +2,5 @@
 pub mod http;
 pub mod janus;
 pub mod rooms;
+pub mod stay;
 pub mod whip;

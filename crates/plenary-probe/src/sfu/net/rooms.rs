@@ -3,11 +3,12 @@
 //! renegotiates. A session task owns the socket for the participant's whole stay: it
 //! answers offers (through the driver that owns the peer), subscribes to the tracks the
 //! scenario wants as they are announced, and passes last-N pauses and dynacast layer
-//! requests to the driver.
+//! requests to the driver. One session is one stay at one node; [`super::stay`] follows
+//! redirects and re-homes the participant when its node goes away.
 
 use crate::sfu::engine::build::{offered_tracks, PeerPlan};
 use crate::sfu::engine::driver::Cmd;
-use crate::sfu::join::{Cleanup, ConnectWait, JoinCtx};
+use crate::sfu::join::{Cleanup, ConnectWait, JoinCtx, Phase};
 use crate::sfu::plan::{Participant, TrackSource, Want};
 use crate::sfu::recv::track::TrackKind;
 use futures_util::{SinkExt, StreamExt};
@@ -58,12 +59,41 @@ enum Ctl {
     PublishPeer { peer: u64, camera: Option<Mid> },
 }
 
-/// The participant's session; dropping it (or `leave`) ends the stay.
+/// Why a session ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum End {
+    /// We left.
+    Left,
+    /// The socket closed or failed without our asking: the node went away.
+    Closed,
+    /// The server said to join at this base URL instead.
+    Redirect(String),
+}
+
+/// How a session ended, and the room's nodes it had learnt at join.
+#[derive(Clone, Debug)]
+pub struct Ended {
+    pub how: End,
+    pub nodes: Vec<String>,
+}
+
+/// A join attempt at one node that did not end joined.
+#[derive(Debug)]
+pub enum Attempt {
+    Redirect(String),
+    Failed(String),
+}
+
+/// The participant's session at one node; dropping it (or `leave`) ends the stay.
 #[derive(Debug)]
 pub struct RoomHandle {
     ctl: mpsc::UnboundedSender<Ctl>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Ended>,
+    redirect: Redirected,
 }
+
+/// Set before the session drops anything a join waits on, so the join sees why it failed.
+type Redirected = Arc<std::sync::Mutex<Option<String>>>;
 
 impl std::fmt::Debug for Ctl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,6 +102,21 @@ impl std::fmt::Debug for Ctl {
 }
 
 impl RoomHandle {
+    fn redirected(&self) -> Option<String> {
+        self.redirect.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Resolves when the session ends by itself (never after `leave`).
+    pub async fn ended(&mut self) -> Ended {
+        match (&mut self.task).await {
+            Ok(e) => e,
+            Err(_) => Ended {
+                how: End::Closed,
+                nodes: Vec::new(),
+            },
+        }
+    }
+
     pub async fn leave(self) {
         let _ = self.ctl.send(Ctl::Send(ClientMsg::Leave));
         let mut task = self.task;
@@ -102,15 +147,41 @@ struct Session {
     /// Track id → subscribe m-line carrying it.
     slot_of: HashMap<String, Mid>,
     pending: Vec<SubscribeTrack>,
+    /// The room's nodes (`joined.nodes`), and where the server redirected us.
+    nodes: Vec<String>,
+    redirect: Redirected,
 }
 
-/// Joins `p` through the room API; returns the slowest connect, µs.
-pub async fn join(
+/// Joins `p` through the room API at one node. The session goes into `cleanup` (last) as
+/// soon as it exists, so a join cut short by its timeout still leaves. Returns the slowest
+/// connect, µs.
+pub async fn connect(
     ctx: Arc<JoinCtx>,
     base: &str,
     p: &Participant,
     cleanup: &mut Vec<Cleanup>,
-    phase: &crate::sfu::join::Phase,
+    phase: &Phase,
+) -> Result<u64, Attempt> {
+    let r = connect_inner(ctx, base, p, cleanup, phase).await;
+    match r {
+        Ok(us) => Ok(us),
+        // A redirect ends the session, which fails the waits of the join: say why.
+        Err(e) => match cleanup.last() {
+            Some(Cleanup::Room(s)) => match s.redirected() {
+                Some(url) => Err(Attempt::Redirect(url)),
+                None => Err(Attempt::Failed(e)),
+            },
+            _ => Err(Attempt::Failed(e)),
+        },
+    }
+}
+
+async fn connect_inner(
+    ctx: Arc<JoinCtx>,
+    base: &str,
+    p: &Participant,
+    cleanup: &mut Vec<Cleanup>,
+    phase: &Phase,
 ) -> Result<u64, String> {
     let url = ws_url(base, &p.room)?;
     phase.set("room WebSocket");
@@ -134,11 +205,15 @@ pub async fn join(
         my_camera: None,
         slot_of: HashMap::new(),
         pending: Vec::new(),
+        nodes: Vec::new(),
+        redirect: Redirected::default(),
     };
+    let redirect = session.redirect.clone();
     let task = tokio::spawn(session.run(ws, ctl_rx));
     cleanup.push(Cleanup::Room(RoomHandle {
         ctl: ctl.clone(),
         task,
+        redirect,
     }));
     let _ = ctl.send(Ctl::Send(ClientMsg::Join {
         name: name_of(p.index),
@@ -210,7 +285,15 @@ type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 impl Session {
-    async fn run(mut self, ws: Ws, mut ctl: mpsc::UnboundedReceiver<Ctl>) {
+    async fn run(mut self, ws: Ws, ctl: mpsc::UnboundedReceiver<Ctl>) -> Ended {
+        let how = self.serve(ws, ctl).await;
+        Ended {
+            how,
+            nodes: std::mem::take(&mut self.nodes),
+        }
+    }
+
+    async fn serve(&mut self, ws: Ws, mut ctl: mpsc::UnboundedReceiver<Ctl>) -> End {
         let (mut tx, mut rx) = ws.split();
         loop {
             tokio::select! {
@@ -218,23 +301,34 @@ impl Session {
                     Some(Ctl::Send(m)) => {
                         let leave = matches!(m, ClientMsg::Leave);
                         let Ok(text) = serde_json::to_string(&m) else { continue };
-                        if tx.send(Message::text(text)).await.is_err() || leave {
+                        let failed = tx.send(Message::text(text)).await.is_err();
+                        if leave {
                             let _ = tx.close().await;
-                            return;
+                            return End::Left;
+                        }
+                        if failed {
+                            return End::Closed;
                         }
                     }
                     Some(Ctl::ExpectPublishAnswer(t)) => self.publish_answer = Some(t),
                     Some(Ctl::PublishPeer { peer, camera }) => self.pub_peer = Some((peer, camera)),
-                    None => return,
+                    None => return End::Left,
                 },
                 m = rx.next() => {
-                    let Some(Ok(m)) = m else { return };
+                    let Some(Ok(m)) = m else { return End::Closed };
                     let Message::Text(text) = m else { continue };
                     let Ok(msg) = serde_json::from_str::<ServerMsg>(text.as_str()) else { continue };
-                    for out in self.on_message(msg).await {
+                    let out = self.on_message(msg).await;
+                    // The server closes after a redirect; do not wait for it.
+                    let redirect = self.redirect.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    if let Some(url) = redirect {
+                        let _ = tx.close().await;
+                        return End::Redirect(url);
+                    }
+                    for out in out {
                         let Ok(text) = serde_json::to_string(&out) else { continue };
                         if tx.send(Message::text(text)).await.is_err() {
-                            return;
+                            return End::Closed;
                         }
                     }
                 }
@@ -271,9 +365,11 @@ impl Session {
             ServerMsg::Joined {
                 participant,
                 participants,
+                nodes,
                 ..
             } => {
                 self.me = Some(participant);
+                self.nodes = nodes;
                 for p in &participants {
                     if let Some(i) = index_of(&p.name) {
                         self.people.insert(p.id.clone(), i);
@@ -347,7 +443,15 @@ impl Session {
                 eprintln!("participant {}: the server said: {message}", self.index);
             }
             // A track whose publisher left carries nothing from then on; that is no freeze.
-            ServerMsg::TrackUnpublished { track, .. } => self.pause(&track.id, true),
+            // Forgotten too, so that the same track published again (its publisher
+            // re-homed) is subscribed again.
+            ServerMsg::TrackUnpublished { track, .. } => {
+                self.pause(&track.id, true);
+                self.subscribed.remove(&track.id);
+            }
+            ServerMsg::Redirect { url } => {
+                *self.redirect.lock().unwrap_or_else(|e| e.into_inner()) = Some(url);
+            }
             ServerMsg::Paused { track } => self.pause(&track, true),
             ServerMsg::Resumed { track } => self.pause(&track, false),
             _ => {}

@@ -166,7 +166,7 @@ fn charts(r: &Report) -> String {
         "CPU",
         "% of one core",
         vec![
-            series(r, "server", "#080", |s| s.server.map(|w| w.cpu_pct)),
+            series(r, "server", "#080", |s| s.server.as_ref().map(|w| w.cpu_pct)),
             series(r, "probe", "#c00", |s| Some(s.probe.load.cpu_pct)),
         ],
         None,
@@ -183,14 +183,14 @@ fn charts(r: &Report) -> String {
     );
     if r.steps
         .iter()
-        .any(|s| s.server.and_then(|w| w.rx_mbit_per_cpu_s).is_some())
+        .any(|s| s.server.as_ref().and_then(|w| w.rx_mbit_per_cpu_s).is_some())
     {
         h += &chart(
             r,
             "Media delivered per server CPU-second",
             "Mbit/CPU-s",
             vec![series(r, "delivered", "#080", |s| {
-                s.server.and_then(|w| w.rx_mbit_per_cpu_s)
+                s.server.as_ref().and_then(|w| w.rx_mbit_per_cpu_s)
             })],
             None,
         );
@@ -272,10 +272,48 @@ fn step_table(r: &Report) -> String {
             p95(m.jitter_ms),
             p95(m.first_media_ms),
             s.rx_mbps,
-            s.server.map_or("-".into(), |w| format!("{:.0}", w.cpu_pct)),
+            s.server.as_ref().map_or("-".into(), |w| format!("{:.0}", w.cpu_pct)),
             s.probe.load.cpu_pct,
             s.probe_lag_ms.p99,
             esc(verdict)
+        );
+    }
+    h + "</table>"
+}
+
+/// Per step over several nodes: the delay a link adds, re-homing times and each node's CPU.
+fn cascade_table(r: &Report) -> String {
+    if r.steps.iter().all(|s| s.cascade.is_none()) {
+        return String::new();
+    }
+    let mut h = String::from(
+        "<h2>Nodes</h2><table><tr><th>repeat</th><th>step</th><th class=\"l\">participants per node</th>\
+         <th>same-node delay p50/p95 ms</th><th>cross-node delay p50/p95 ms</th><th>added p50/p95 ms</th>\
+         <th>re-homed (failed)</th><th>audio back p50/p95 ms</th><th>video back p50/p95 ms</th><th class=\"l\">node CPU %</th></tr>",
+    );
+    let pair = |p: Option<Percentiles>| p.map_or("-".into(), |p| format!("{:.1}/{:.1}", p.p50, p.p95));
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+    for s in &r.steps {
+        let Some(c) = &s.cascade else { continue };
+        let per: Vec<String> = c.participants_per_node.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let cpu: Vec<String> = s.server.iter().flat_map(|w| &w.nodes).map(|n| {
+            format!("{}: {}", n.target.as_deref().unwrap_or("?"), n.cpu_pct.map_or("gone".into(), |c| format!("{c:.0}")))
+        }).collect();
+        let rh = c.rehome.as_ref();
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td></tr>",
+            s.repeat + 1,
+            s.index + 1,
+            esc(&per.join(", ")),
+            pair(c.delay.same_node_ms),
+            pair(c.delay.cross_node_ms),
+            opt(c.delay.added_p50_ms),
+            opt(c.delay.added_p95_ms),
+            rh.map_or("0".into(), |r| format!("{} ({})", r.count, r.failed)),
+            pair(rh.and_then(|r| r.audio_ms)),
+            pair(rh.and_then(|r| r.video_ms)),
+            esc(&cpu.join(", "))
         );
     }
     h + "</table>"
@@ -307,7 +345,7 @@ pub fn render(r: &Report) -> String {
     let ramp = &c.scenario.ramp;
     let rows = [
         ("Scenario", format!("{}: {}", c.scenario.name, c.scenario.description)),
-        ("Target", format!("{} ({:?}){}", c.target, c.api, if c.embedded { ", embedded in the probe" } else { "" })),
+        ("Target", format!("{} ({:?}){}", c.targets.join(", "), c.api, if c.embedded { ", embedded in the probe" } else { "" })),
         ("Ramp", format!("{}..{} {} by {}, {} s warm-up + {} s measured per step, {} joins/s, {} repeat(s)", ramp.start, ramp.max, r.unit, ramp.step, ramp.warmup_s, ramp.hold_s, ramp.join_rate_per_s, c.repeat)),
         (
             "Thresholds (p95 across subscribers)",
@@ -332,6 +370,7 @@ pub fn render(r: &Report) -> String {
     h += &charts(r);
     h += &distributions(r);
     h += &step_table(r);
+    h += &cascade_table(r);
     let _ = write!(
         h,
         "<p><small>{} {}, command: <code>{}</code>. Delay is measured from the sending client's stamp to the receiving client on one clock, so it includes the probe's own queueing (see the lag column).</small></p></body></html>",

@@ -47,9 +47,11 @@ pub struct Joins {
     pub join_pct: f64,
     pub join_ms: Percentiles,
     pub errors: BTreeMap<String, u32>,
+    /// Redirects the joins followed (room API `redirect`, WHIP/WHEP 307).
+    pub redirects: u32,
 }
 
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct ServerWindow {
     pub cpu_seconds: f64,
     /// % of one core.
@@ -57,6 +59,31 @@ pub struct ServerWindow {
     pub rss_kb: Option<u64>,
     /// Media received by subscribers per server CPU-second, Mbit.
     pub rx_mbit_per_cpu_s: Option<f64>,
+    /// Each node of a cascade (one per `--server-pid`), in `--target` order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeCpu>,
+}
+
+/// One node's process over a step; null figures when it could not be read at both ends
+/// (it died during the step).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NodeCpu {
+    pub target: Option<String>,
+    pub pid: u32,
+    pub cpu_pct: Option<f64>,
+    pub cpu_seconds: Option<f64>,
+    pub rss_kb: Option<u64>,
+}
+
+/// What a step looks like over several nodes.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CascadeStep {
+    /// Participants per node at the end of the step (`http://host:port`).
+    pub participants_per_node: BTreeMap<String, u32>,
+    /// Subscribers' one-way delay from publishers on their own node and on another.
+    pub delay: super::cascade::NodeDelay,
+    /// Participants whose node let them go during the step (from its join to its end).
+    pub rehome: Option<super::cascade::RehomeStats>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -87,6 +114,9 @@ pub struct StepResult {
     pub probe: ProbeLoad,
     pub probe_lag_ms: Percentiles,
     pub server: Option<ServerWindow>,
+    /// Several targets, or a redirect or re-homing on one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cascade: Option<CascadeStep>,
     /// Per-subscriber values, for the report's distributions (not in the JSON: large).
     #[serde(skip)]
     pub subscribers: Vec<Subscriber>,
@@ -109,7 +139,9 @@ pub fn reported_repeat(repeats: &[RepeatResult]) -> Option<&RepeatResult> {
 #[derive(Clone, Debug, Serialize)]
 pub struct RunConfig {
     pub scenario: Scenario,
+    /// The first of `targets`.
     pub target: String,
+    pub targets: Vec<String>,
     pub api: super::args::Api,
     pub embedded: bool,
     pub repeat: u32,
@@ -117,7 +149,9 @@ pub struct RunConfig {
     pub drivers: usize,
     pub probe_cpus: Option<Vec<usize>>,
     pub sfu_cpus: Option<Vec<usize>>,
+    /// The first of `server_pids`.
     pub server_pid: Option<u32>,
+    pub server_pids: Vec<u32>,
     pub bind_ip: String,
 }
 
