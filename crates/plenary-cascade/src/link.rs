@@ -45,6 +45,8 @@ pub const CLOSE_SHUTDOWN: u32 = 0x5F0;
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Whole `connect`: QUIC handshake, tags, hellos.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Kernel UDP buffer asked for on the link socket, each way.
+const SOCKET_BUFFER: usize = 4 << 20;
 /// Incoming connections still authenticating; more are refused at once.
 const MAX_PENDING_ACCEPTS: usize = 256;
 /// Authenticated links waiting for the owner to take them from the receiver.
@@ -108,8 +110,14 @@ impl Endpoint {
             !cfg.secret.is_empty(),
             "cascade: the cluster secret is empty"
         );
-        let mut ep = quinn::Endpoint::server(tls::server_config()?, cfg.listen)
+        let socket = udp_socket(cfg.listen)
             .map_err(|e| anyhow::anyhow!("cascade: cannot listen on {}: {e}", cfg.listen))?;
+        let mut ep = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(tls::server_config()?),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )?;
         ep.set_default_client_config(tls::client_config()?);
         let node: Arc<str> = cfg.node.into();
         let secret: Arc<[u8]> = cfg.secret.into();
@@ -161,6 +169,18 @@ impl Endpoint {
             .ep
             .close(VarInt::from_u32(CLOSE_SHUTDOWN), b"endpoint closed");
     }
+}
+
+/// A UDP socket with kernel buffers sized for media bursts: the default (~200 KiB) drops
+/// datagrams when a busy node's receive task is late by a few milliseconds.
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: the kernel caps these at net.core.rmem_max / wmem_max.
+    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
 }
 
 async fn accept_loop(

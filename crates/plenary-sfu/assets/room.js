@@ -25,6 +25,9 @@ const room = {
   audio: new Map(), // audio slot mid -> <audio>
   error: null,
   queue: Promise.resolve(), // server messages are handled one after another
+  nodes: [], // cascade: base URLs of the room's nodes, from `joined` (ours first)
+  base: '', // the node we are on
+  rehomes: 0, // times we moved to another node (redirect, or our node died)
 };
 window.room = room;
 
@@ -272,6 +275,7 @@ async function layersWanted(msg) {
 const handlers = {
   joined(m, ws) {
     room.me = m.participant;
+    room.nodes = m.nodes || [];
     room.iceServers = m.ice_servers || [];
     setState('joined');
     const others = m.participants.filter((p) => p.id !== room.me);
@@ -296,6 +300,10 @@ const handlers = {
     await Plenary.gathered(room.sub);
     send({ type: 'answer', sdp: room.sub.localDescription.sdp });
     bindSlots();
+  },
+  // Cascade: this node is full or draining; the same room is served at m.url.
+  redirect(m) {
+    rehome(m.url, 'redirected');
   },
   participant_joined(m) {
     if (m.participant !== room.me) addParticipant(m.participant, m.name, []);
@@ -369,6 +377,7 @@ function join() {
     fail(e);
     return;
   }
+  room.base = url.origin;
   url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
   const token = form.token.value.trim();
   if (token) url.searchParams.set('token', token);
@@ -380,6 +389,12 @@ function join() {
   ws.onmessage = (e) => onMessage(ws, e.data);
   ws.onclose = (e) => {
     if (room.ws !== ws) return;
+    // Cascade: our node went away; the room goes on at its other nodes.
+    const next = room.state === 'joined' ? room.nodes.find((n) => n !== room.base) : null;
+    if (next) {
+      rehome(next, 'our node went away');
+      return;
+    }
     const why = e.reason ? `${e.code} ${e.reason}` : `${e.code}`;
     room.error = `The connection to the server closed (${why}).`;
     leave(room.error, true);
@@ -401,6 +416,16 @@ function leave(message = 'Not in a room.', isError = false) {
   for (const map of [room.participants, room.slots, room.heard, room.audio]) map.clear();
   Plenary.status(message, isError);
   setState('idle');
+}
+
+// Rejoins the same room on another node (same name and token).
+function rehome(base, why) {
+  const nodes = room.nodes;
+  leave(`Moving to ${base} (${why})…`);
+  room.nodes = nodes;
+  room.rehomes += 1;
+  form.sfu.value = base;
+  join();
 }
 
 form.addEventListener('submit', (e) => {

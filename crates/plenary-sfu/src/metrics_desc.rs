@@ -4,6 +4,7 @@ use plenary_ops::metrics::{describe, MetricDesc, MetricKind};
 
 /// Registers the descriptions; call after the exporter is installed.
 pub fn describe_metrics() {
+    plenary_cascade::metrics::describe();
     describe(&[
         MetricDesc {
             name: "plenary_sfu_peers",

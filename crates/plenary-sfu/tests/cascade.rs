@@ -17,6 +17,10 @@ const SEC: Duration = Duration::from_secs(1);
 const SECRET: &[u8] = b"cluster-secret-for-tests-0123456789";
 
 async fn node(redis: &Redis, name: &str, secret: &[u8]) -> RunningSfu {
+    node_with_load(redis, name, secret, 0).await
+}
+
+async fn node_with_load(redis: &Redis, name: &str, secret: &[u8], max_load: u32) -> RunningSfu {
     let url = redis.url();
     start_sfu(|c| {
         c.workers = 1;
@@ -25,7 +29,7 @@ async fn node(redis: &Redis, name: &str, secret: &[u8]) -> RunningSfu {
             directory: url,
             secret: secret.to_vec(),
             node: name.to_owned(),
-            max_load: 0,
+            max_load,
             public_url: None,
         });
     })
@@ -293,6 +297,44 @@ async fn media_outlives_a_directory_outage() {
         "media went on throughout"
     );
     bob.leave().await;
+    ada.leave().await;
+    node_b.shutdown().await;
+    node_a.shutdown().await;
+}
+
+/// A node over its load sends joins to the least loaded node of the room; a draining node
+/// sends its participants to another node of their room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_and_draining_nodes_send_participants_elsewhere() {
+    let _serial = SERIAL.lock().await;
+    let Some(redis) = Redis::start() else { return };
+    let node_a = node(&redis, "node-a", SECRET).await;
+    let node_b = node_with_load(&redis, "node-b", SECRET, 1).await;
+    let a_url = format!("http://{}", node_a.http_addr());
+    let ada = Client::join(node_a.http_addr(), "r", "ada").await;
+    let bob = Client::join(node_b.http_addr(), "r", "bob").await;
+    wait_id(&bob, "ada").await;
+    // Heartbeats carry the load once a second.
+    tokio::time::sleep(3 * SEC / 2).await;
+    let cleo = Client::join_raw(node_b.http_addr(), "r", "cleo").await;
+    let r = cleo
+        .wait("redirect", 5 * SEC, |v| v["type"] == "redirect")
+        .await;
+    assert_eq!(r["url"], a_url.as_str(), "{r}");
+    assert!(cleo.of_type("joined").is_empty());
+
+    // Draining B: bob is told to rejoin at A.
+    let drained = tokio::spawn(async move {
+        node_b.drain(Duration::from_secs(1)).await;
+        node_b
+    });
+    let r = bob
+        .wait("redirect", 5 * SEC, |v| v["type"] == "redirect")
+        .await;
+    assert_eq!(r["url"], a_url.as_str(), "{r}");
+    let node_b = drained.await.unwrap();
+    bob.leave().await;
+    cleo.leave().await;
     ada.leave().await;
     node_b.shutdown().await;
     node_a.shutdown().await;
