@@ -35,6 +35,8 @@ const VIDEO_WITHIN: Duration = Duration::from_secs(7);
 const DIRECTORY_WITHIN: Duration = Duration::from_secs(10);
 /// Longest silence on a surviving viewer's video across the kill.
 const MAX_GAP: Duration = Duration::from_secs(1);
+/// How long after the kill that viewer is watched: past the 3 s link timeout and the sweep.
+const GAP_WINDOW: Duration = Duration::from_secs(6);
 
 /// One `plenary sfu` process with fixed ports; killed by its PID on Drop. Its stderr goes to
 /// a log file (appended across restarts) that is printed when the test fails.
@@ -438,8 +440,21 @@ async fn scenario(nodes: &mut [Node], redis_port: u16) {
         show(seen_at)
     );
 
-    // cleo (node c) kept getting ada's video (node a) across the kill.
-    let settle = killed + 3 * SEC;
+    let swept = sweep.join().expect("directory poller");
+    eprintln!(
+        "directory: b's entries gone {}",
+        match &swept {
+            Ok(t) => format!("{} after the kill", secs(*t)),
+            Err(left) => format!("NOT after {}: {left:?}", secs(DIRECTORY_WITHIN + 2 * SEC)),
+        }
+    );
+    // Re-homed bob also reaches the third node (cleo on c), wherever he re-homed.
+    let cleo_heard_at = first(audio_from(&cleo, 3));
+    eprintln!("after the kill: cleo heard re-homed bob at {}", show(cleo_heard_at));
+
+    // cleo (node c) kept getting ada's video (node a) across the kill, the link timeout and
+    // the directory sweep.
+    let settle = killed + GAP_WINDOW;
     if Instant::now() < settle {
         tokio::time::sleep(settle - Instant::now()).await;
     }
@@ -461,15 +476,6 @@ async fn scenario(nodes: &mut [Node], redis_port: u16) {
         gap.as_millis()
     );
 
-    let swept = sweep.join().expect("directory poller");
-    eprintln!(
-        "directory: b's entries gone {}",
-        match &swept {
-            Ok(t) => format!("{} after the kill", secs(*t)),
-            Err(left) => format!("NOT after {}: {left:?}", secs(DIRECTORY_WITHIN + 2 * SEC)),
-        }
-    );
-
     assert!(
         gap <= MAX_GAP,
         "cleo's video from ada stopped for {} ms across the kill of b",
@@ -484,6 +490,11 @@ async fn scenario(nodes: &mut [Node], redis_port: u16) {
         heard_at.is_some_and(|t| t <= AUDIO_WITHIN),
         "ada did not hear re-homed bob within {AUDIO_WITHIN:?} of the kill: {}",
         show(heard_at)
+    );
+    assert!(
+        cleo_heard_at.is_some_and(|t| t <= AUDIO_WITHIN),
+        "cleo (c) did not hear re-homed bob within {AUDIO_WITHIN:?} of the kill: {}",
+        show(cleo_heard_at)
     );
     assert!(
         seen_at.is_some_and(|t| t <= VIDEO_WITHIN),

@@ -88,6 +88,12 @@ impl WorkerTx<'_> {
 pub(crate) enum RoomEvent {
     /// The last member of a room on this node left.
     Emptied(String),
+    /// A track published here appeared or went (for the directory's track → node).
+    Track {
+        room: String,
+        track: String,
+        up: bool,
+    },
 }
 
 #[derive(Default)]
@@ -123,6 +129,13 @@ impl Router {
             spill,
             rooms: Mutex::new(Places::default()),
             events: OnceLock::new(),
+        }
+    }
+
+    /// Tells the cascade (a no-op on a single node); never waits.
+    pub(crate) fn notify(&self, ev: RoomEvent) {
+        if let Some(tx) = self.events.get() {
+            let _ = tx.try_send(ev);
         }
     }
 

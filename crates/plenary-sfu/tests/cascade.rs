@@ -87,6 +87,14 @@ async fn participants_on_two_nodes_see_and_hear_each_other() {
     bob.publish(PublishPlan::av(2, 300_000)).await;
     let ada_video = bob.wait_track(&ada_on_b, "video").await;
     let bob_video = ada.wait_track(&bob_on_a, "video").await;
+    // The directory knows which node owns each track (two per node: audio and video).
+    let mut owners = String::new();
+    eventually(3 * SEC, || {
+        owners = redis.cli(&["HVALS", "plenary:room:assembly:tracks"]);
+        owners.matches("node-a").count() == 2 && owners.matches("node-b").count() == 2
+    })
+    .await;
+    assert_eq!(owners.lines().count(), 4, "track owners: {owners}");
     let bob_slot = bob.subscribe(&ada_video, None).await;
     let ada_slot = ada.subscribe(&bob_video, None).await;
     ada.wait_connected().await;
@@ -152,6 +160,13 @@ async fn participants_on_two_nodes_see_and_hear_each_other() {
         .of_type("track_unpublished")
         .iter()
         .any(|v| v["track"]["id"] == bob_video.as_str()));
+    let mut rooms = String::new();
+    eventually(3 * SEC, || {
+        rooms = redis.cli(&["SMEMBERS", "plenary:room:assembly:nodes"]);
+        rooms.trim() == "node-a"
+    })
+    .await;
+    assert_eq!(rooms.trim(), "node-a", "node-b left the room");
     ada.leave().await;
     node_b.shutdown().await;
     node_a.shutdown().await;

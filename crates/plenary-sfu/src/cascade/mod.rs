@@ -227,6 +227,18 @@ impl Cascade {
                 };
                 match ev {
                     RoomEvent::Emptied(room) => me.room_emptied(&shared, &room).await,
+                    RoomEvent::Track { room, track, up } => {
+                        // Track ids are per node: the node's name makes them unique.
+                        let track = format!("{}/{track}", me.node);
+                        let r = if up {
+                            me.directory.set_track(&room, &track, &me.node).await
+                        } else {
+                            me.directory.clear_track(&room, &track).await
+                        };
+                        if let Err(e) = r {
+                            tracing::debug!(room, track, "cascade: directory track entry: {e}");
+                        }
+                    }
                 }
             }
         });

@@ -363,6 +363,11 @@ impl MediaLoop {
                 p.tracks.push(id);
                 let room = p.room.clone();
                 self.room_mut(&room).tracks.push(id);
+                self.shared.router.notify(crate::workers::RoomEvent::Track {
+                    room,
+                    track: crate::media::model::track_name(id),
+                    up: true,
+                });
             }
             self.pipe_track_up(id);
             self.announce(owner, |pid, _| ServerMsg::TrackPublished {
@@ -411,6 +416,13 @@ impl MediaLoop {
         };
         let room_name = p.room.clone();
         for t in &p.tracks {
+            if local {
+                self.shared.router.notify(crate::workers::RoomEvent::Track {
+                    room: room_name.clone(),
+                    track: crate::media::model::track_name(*t),
+                    up: false,
+                });
+            }
             if let Some(track) = self.tracks.remove(t) {
                 self.track_by_mid.remove(&(track.peer, track.mid));
                 let info = track.info(*t);
