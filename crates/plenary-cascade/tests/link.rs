@@ -106,8 +106,9 @@ async fn hello_control_and_media_both_ways() {
             a_link.handle.send_media(&packet(seq)),
             "packet {seq} dropped"
         );
-        if seq % 100 == 99 {
-            tokio::task::yield_now().await;
+        // Light pacing: a burst far beyond a kernel's default UDP buffer is not the point.
+        if seq % 50 == 49 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
     let got = recv.await.expect("receiver task");

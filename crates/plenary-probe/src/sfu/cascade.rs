@@ -80,7 +80,9 @@ pub fn rehome_candidates(nodes: &[String], targets: &[String], dead: &str) -> Ve
             .position(|u| node_of(u) == dead)
             .map_or(0, |i| i + 1);
         for i in 0..list.len() {
-            let u = list[(start + i) % list.len()].trim_end_matches('/').to_string();
+            let u = list[(start + i) % list.len()]
+                .trim_end_matches('/')
+                .to_string();
             if node_of(&u) != dead && !out.iter().any(|o| node_of(o) == node_of(&u)) {
                 out.push(u);
             }
@@ -228,7 +230,10 @@ mod tests {
     fn redirects_stop_after_the_limit() {
         let mut r = Redirects::default();
         for i in 0..MAX_REDIRECTS {
-            assert_eq!(r.follow(&format!("http://n{i}:1/")).unwrap(), format!("http://n{i}:1"));
+            assert_eq!(
+                r.follow(&format!("http://n{i}:1/")).unwrap(),
+                format!("http://n{i}:1")
+            );
         }
         let e = r.follow("http://loop:1").unwrap_err();
         assert!(e.contains("more than 3 redirects"), "{e}");

@@ -88,7 +88,9 @@ pub fn run(args: SfuProbeArgs) -> anyhow::Result<i32> {
         None => Vec::new(),
     };
     if targets.len() > 1 && args.api == Api::Janus {
-        anyhow::bail!("several --target URLs are the nodes of a Plenary cascade; --api janus takes one");
+        anyhow::bail!(
+            "several --target URLs are the nodes of a Plenary cascade; --api janus takes one"
+        );
     }
     if args.server_pid.len() > 1 && args.server_pid.len() != targets.len() {
         anyhow::bail!(

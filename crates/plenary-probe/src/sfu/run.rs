@@ -525,7 +525,11 @@ impl<'a> Runner<'a> {
         })
         .await;
         self.ctx.janus.clear();
-        self.ctx.homes.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.ctx
+            .homes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.present = 0;
         if self.repeat + 1 < self.repeat_count {
             tokio::time::sleep(Duration::from_secs(2)).await;

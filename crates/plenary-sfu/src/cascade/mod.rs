@@ -28,6 +28,8 @@ use crate::Shared;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Heartbeat period; the directory's TTL is three of them.
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Two links to one node this close together come from both sides dialling at once.
+const DIAL_RACE: Duration = Duration::from_secs(2);
 /// Messages queued from the workers to one link before it counts as stalled.
 const LINK_QUEUE: usize = 8192;
 
@@ -87,6 +89,7 @@ struct LinkEntry {
     /// Rooms we told the far side we hold.
     sent_rooms: HashSet<String>,
     generation: u64,
+    since: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -436,7 +439,9 @@ impl Cascade {
     }
 
     /// Registers an authenticated link in a free slot and starts its task. With two links to
-    /// one node (both dialled at once) both sides keep the one dialled by the smaller name.
+    /// one node dialled at once, both sides keep the one dialled by the smaller name; a link
+    /// to a node that already has an older one replaces it (the node restarted: a live node
+    /// does not dial again).
     fn add_link(
         self: &Arc<Self>,
         shared: &Arc<Shared>,
@@ -455,13 +460,21 @@ impl Cascade {
             .iter()
             .position(|l| l.as_ref().is_some_and(|l| l.peer == link.peer))
         {
-            let alive = st.links[i].as_ref().is_some_and(|l| !l.handle.is_closed());
-            if alive && !canonical {
+            let racing = st.links[i]
+                .as_ref()
+                .is_some_and(|l| !l.handle.is_closed() && l.since.elapsed() < DIAL_RACE);
+            if racing && !canonical {
                 link.handle.close("duplicate link");
                 return Some(i);
             }
             if let Some(old) = st.links[i].take() {
                 old.handle.close("replaced by a newer link");
+                // The far node restarted: its old participants leave every room here before
+                // the new link brings the current ones (ordered in each worker's channel).
+                shared.router.clear_link(LINK_BASE + i);
+                shared.router.broadcast(|| {
+                    crate::Cmd::Pipe(crate::media::PipeMsg::Link { slot: i, tx: None })
+                });
             }
         }
         let Some(slot) = st.links.iter().position(Option::is_none) else {
@@ -482,6 +495,7 @@ impl Cascade {
             remote_rooms: HashSet::new(),
             sent_rooms: held.iter().cloned().collect(),
             generation,
+            since: std::time::Instant::now(),
         });
         drop(st);
         // Before any span names the link, so every worker can pipe to it.

@@ -103,7 +103,10 @@ impl std::fmt::Debug for Ctl {
 
 impl RoomHandle {
     fn redirected(&self) -> Option<String> {
-        self.redirect.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.redirect
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Resolves when the session ends by itself (never after `leave`).

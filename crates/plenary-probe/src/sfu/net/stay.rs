@@ -209,8 +209,10 @@ fn update(ctx: &JoinCtx, i: usize, f: impl FnOnce(&mut Rehome)) {
 /// true once both are known or the watch is over.
 async fn media_back(ctx: &JoinCtx, participant: u32, i: usize, closed_us: u64) -> bool {
     let (tx, rx) = oneshot::channel();
-    ctx.driver(participant)
-        .send(Cmd::FirstMedia { participant, reply: tx });
+    ctx.driver(participant).send(Cmd::FirstMedia {
+        participant,
+        reply: tx,
+    });
     let Ok(Ok((audio, video))) = tokio::time::timeout(Duration::from_secs(1), rx).await else {
         return false;
     };

@@ -26,13 +26,21 @@ pub async fn exchange(
     let mut url = url.to_string();
     let mut redirects = Redirects::default();
     loop {
-        let r = request("POST", &url, Some("application/sdp"), offer.clone(), timeout)
-            .await
-            .map_err(|e| format!("POST {url}: {e}"))?;
+        let r = request(
+            "POST",
+            &url,
+            Some("application/sdp"),
+            offer.clone(),
+            timeout,
+        )
+        .await
+        .map_err(|e| format!("POST {url}: {e}"))?;
         match (r.status, r.location) {
             (307 | 308, Some(loc)) => {
                 let next = resolve(&url, &loc);
-                url = redirects.follow(&next).map_err(|e| format!("POST {url}: {e}"))?;
+                url = redirects
+                    .follow(&next)
+                    .map_err(|e| format!("POST {url}: {e}"))?;
             }
             (200 | 201, location) => {
                 let location = location.map(|l| resolve(&url, &l));

@@ -166,7 +166,9 @@ fn charts(r: &Report) -> String {
         "CPU",
         "% of one core",
         vec![
-            series(r, "server", "#080", |s| s.server.as_ref().map(|w| w.cpu_pct)),
+            series(r, "server", "#080", |s| {
+                s.server.as_ref().map(|w| w.cpu_pct)
+            }),
             series(r, "probe", "#c00", |s| Some(s.probe.load.cpu_pct)),
         ],
         None,
@@ -181,10 +183,12 @@ fn charts(r: &Report) -> String {
         ],
         None,
     );
-    if r.steps
-        .iter()
-        .any(|s| s.server.as_ref().and_then(|w| w.rx_mbit_per_cpu_s).is_some())
-    {
+    if r.steps.iter().any(|s| {
+        s.server
+            .as_ref()
+            .and_then(|w| w.rx_mbit_per_cpu_s)
+            .is_some()
+    }) {
         h += &chart(
             r,
             "Media delivered per server CPU-second",
@@ -291,14 +295,28 @@ fn cascade_table(r: &Report) -> String {
          <th>same-node delay p50/p95 ms</th><th>cross-node delay p50/p95 ms</th><th>added p50/p95 ms</th>\
          <th>re-homed (failed)</th><th>audio back p50/p95 ms</th><th>video back p50/p95 ms</th><th class=\"l\">node CPU %</th></tr>",
     );
-    let pair = |p: Option<Percentiles>| p.map_or("-".into(), |p| format!("{:.1}/{:.1}", p.p50, p.p95));
+    let pair =
+        |p: Option<Percentiles>| p.map_or("-".into(), |p| format!("{:.1}/{:.1}", p.p50, p.p95));
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
     for s in &r.steps {
         let Some(c) = &s.cascade else { continue };
-        let per: Vec<String> = c.participants_per_node.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        let cpu: Vec<String> = s.server.iter().flat_map(|w| &w.nodes).map(|n| {
-            format!("{}: {}", n.target.as_deref().unwrap_or("?"), n.cpu_pct.map_or("gone".into(), |c| format!("{c:.0}")))
-        }).collect();
+        let per: Vec<String> = c
+            .participants_per_node
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        let cpu: Vec<String> = s
+            .server
+            .iter()
+            .flat_map(|w| &w.nodes)
+            .map(|n| {
+                format!(
+                    "{}: {}",
+                    n.target.as_deref().unwrap_or("?"),
+                    n.cpu_pct.map_or("gone".into(), |c| format!("{c:.0}"))
+                )
+            })
+            .collect();
         let rh = c.rehome.as_ref();
         let _ = write!(
             h,
