@@ -131,7 +131,7 @@ impl LinkCore {
     }
 
     /// A message a local worker piped to this link.
-    pub(crate) fn from_worker(&mut self, msg: PipeMsg, out: &mut Vec<Action>) {
+    pub(crate) fn on_worker_msg(&mut self, msg: PipeMsg, out: &mut Vec<Action>) {
         match msg {
             PipeMsg::ParticipantUp {
                 room,
@@ -299,7 +299,7 @@ impl LinkCore {
     }
 
     /// A control message from the far side (not `Hello`, `Room`, `RoomGone`: the driver's).
-    pub(crate) fn from_wire(&mut self, msg: ControlMsg, out: &mut Vec<Action>) {
+    pub(crate) fn on_control(&mut self, msg: ControlMsg, out: &mut Vec<Action>) {
         match msg {
             ControlMsg::ParticipantUp {
                 room,
@@ -440,7 +440,7 @@ impl LinkCore {
     }
 
     /// A media datagram from the far side: the workers of its room and the packet for them.
-    pub(crate) fn from_datagram(
+    pub(crate) fn on_datagram(
         &mut self,
         p: &MediaPacket<'_>,
         now: Instant,

@@ -61,7 +61,7 @@ pub(super) async fn run(
                     ControlMsg::Draining => {
                         tracing::info!(peer = %link.peer, "cascade: the other node is draining");
                     }
-                    other => core.from_wire(other, &mut out),
+                    other => core.on_control(other, &mut out),
                 }
             }
             dg = handle.recv_datagram() => {
@@ -69,7 +69,7 @@ pub(super) async fn run(
                 bytes.rx.fetch_add(dg.len() as u64, Relaxed);
                 match decode_datagram(&dg) {
                     Ok(p) => {
-                        if let Some((mask, msg)) = core.from_datagram(&p, Instant::now()) {
+                        if let Some((mask, msg)) = core.on_datagram(&p, Instant::now()) {
                             to_workers(shared, mask, msg);
                         }
                     }
@@ -136,7 +136,7 @@ fn handle_worker_msg(core: &mut LinkCore, msg: PipeMsg, out: &mut Vec<Action>) {
     match msg {
         // The cascade's own signal that this node no longer holds the room.
         PipeMsg::Span { room, workers: 0 } => core.forget_room(&room),
-        msg => core.from_worker(msg, out),
+        msg => core.on_worker_msg(msg, out),
     }
 }
 

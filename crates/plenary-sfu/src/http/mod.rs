@@ -254,7 +254,7 @@ async fn offer(
         }
     };
     if let Some(c) = &shared.cascade {
-        match c.prepare(&shared, &room_name).await {
+        match c.prepare(shared, &room_name).await {
             Ok(()) => {}
             Err(crate::cascade::JoinRefusal::Redirect(url)) => {
                 let kind = if publisher { "whip" } else { "whep" };

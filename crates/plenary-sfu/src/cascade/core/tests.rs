@@ -49,7 +49,7 @@ const OUR_TRACK: u64 = (1 << 8) | 5;
 fn video_crosses_only_in_the_layers_the_far_side_demands() {
     let mut core = LinkCore::new(0);
     let mut out = Vec::new();
-    core.from_worker(
+    core.on_worker_msg(
         track_up(OUR_TRACK, (2 << 8) | 5, MediaKind::Video),
         &mut out,
     );
@@ -65,10 +65,10 @@ fn video_crosses_only_in_the_layers_the_far_side_demands() {
         packet: packet(100 + layer as u32, 1, 1000),
     };
     for l in 0..3 {
-        core.from_worker(media(l), &mut out);
+        core.on_worker_msg(media(l), &mut out);
     }
     assert_eq!(media_count(&out), 0, "nobody on the far side watches yet");
-    core.from_wire(
+    core.on_control(
         ControlMsg::Demand {
             track: OUR_TRACK,
             layers: 0b001,
@@ -83,7 +83,7 @@ fn video_crosses_only_in_the_layers_the_far_side_demands() {
     )));
     out.clear();
     for l in 0..3 {
-        core.from_worker(media(l), &mut out);
+        core.on_worker_msg(media(l), &mut out);
     }
     assert_eq!(media_count(&out), 1);
     assert!(matches!(out[0], Action::Media { layer: 0, .. }));
@@ -104,12 +104,12 @@ fn video_crosses_only_in_the_layers_the_far_side_demands() {
 fn audio_always_crosses() {
     let mut core = LinkCore::new(0);
     let mut out = Vec::new();
-    core.from_worker(
+    core.on_worker_msg(
         track_up(OUR_TRACK, (2 << 8) | 5, MediaKind::Audio),
         &mut out,
     );
     out.clear();
-    core.from_worker(
+    core.on_worker_msg(
         PipeMsg::Media {
             track: OUR_TRACK,
             layer: 0,
@@ -127,7 +127,7 @@ fn remote_ids_map_to_the_links_pseudo_worker_and_back() {
     let pseudo = LINK_BASE + 3;
     let mut out = Vec::new();
     // A local worker enters the room first: the far side's entries go to it as they come.
-    core.from_worker(
+    core.on_worker_msg(
         PipeMsg::Synced {
             room: "r".into(),
             from: 1,
@@ -136,7 +136,7 @@ fn remote_ids_map_to_the_links_pseudo_worker_and_back() {
     );
     assert!(matches!(controls(&out)[..], [ControlMsg::Synced { .. }]));
     out.clear();
-    core.from_wire(
+    core.on_control(
         ControlMsg::ParticipantUp {
             room: "r".into(),
             id: 0x201,
@@ -152,7 +152,7 @@ fn remote_ids_map_to_the_links_pseudo_worker_and_back() {
     ));
     assert_eq!(worker_of(local_p), pseudo);
     out.clear();
-    core.from_wire(
+    core.on_control(
         ControlMsg::TrackUp {
             room: "r".into(),
             id: 0x301,
@@ -173,10 +173,10 @@ fn remote_ids_map_to_the_links_pseudo_worker_and_back() {
         from,
         layers,
     };
-    core.from_worker(demand(0, 0b001), &mut out);
-    core.from_worker(demand(1, 0b100), &mut out);
-    core.from_worker(demand(1, 0b100), &mut out);
-    core.from_worker(demand(0, 0), &mut out);
+    core.on_worker_msg(demand(0, 0b001), &mut out);
+    core.on_worker_msg(demand(1, 0b100), &mut out);
+    core.on_worker_msg(demand(1, 0b100), &mut out);
+    core.on_worker_msg(demand(0, 0), &mut out);
     let sent: Vec<u8> = controls(&out)
         .iter()
         .filter_map(|c| match c {
@@ -189,7 +189,7 @@ fn remote_ids_map_to_the_links_pseudo_worker_and_back() {
         .collect();
     assert_eq!(sent, vec![0b001, 0b101, 0b100]);
     out.clear();
-    core.from_worker(
+    core.on_worker_msg(
         PipeMsg::Keyframe {
             track: local_t,
             layer: 2,
@@ -216,7 +216,7 @@ fn remote_ids_map_to_the_links_pseudo_worker_and_back() {
         voice_activity: None,
         payload: &[1, 2, 3],
     };
-    let (mask, msg) = core.from_datagram(&dg, Instant::now()).unwrap();
+    let (mask, msg) = core.on_datagram(&dg, Instant::now()).unwrap();
     assert_eq!(mask, 0b10);
     let PipeMsg::Media { track, packet, .. } = msg else {
         panic!("not media")
@@ -224,7 +224,7 @@ fn remote_ids_map_to_the_links_pseudo_worker_and_back() {
     assert_eq!(track, local_t);
     let first = packet.seq;
     let (_, msg) = core
-        .from_datagram(
+        .on_datagram(
             &MediaPacket {
                 seq: 0,
                 ..dg.clone()
@@ -238,7 +238,7 @@ fn remote_ids_map_to_the_links_pseudo_worker_and_back() {
     assert_eq!(packet.seq, first + 1, "the 16-bit wrap is unwrapped");
     // Unknown flows are counted, not forwarded.
     assert!(core
-        .from_datagram(&MediaPacket { track: 0x999, ..dg }, Instant::now())
+        .on_datagram(&MediaPacket { track: 0x999, ..dg }, Instant::now())
         .is_none());
     assert_eq!(core.unknown_flows, 1);
 }
@@ -247,7 +247,7 @@ fn remote_ids_map_to_the_links_pseudo_worker_and_back() {
 fn a_worker_entering_late_gets_the_mirror_replayed() {
     let mut core = LinkCore::new(0);
     let mut out = Vec::new();
-    core.from_wire(
+    core.on_control(
         ControlMsg::ParticipantUp {
             room: "r".into(),
             id: 0x201,
@@ -256,9 +256,9 @@ fn a_worker_entering_late_gets_the_mirror_replayed() {
         },
         &mut out,
     );
-    core.from_wire(ControlMsg::Synced { room: "r".into() }, &mut out);
+    core.on_control(ControlMsg::Synced { room: "r".into() }, &mut out);
     out.clear();
-    core.from_worker(
+    core.on_worker_msg(
         PipeMsg::Synced {
             room: "r".into(),
             from: 0,
@@ -279,7 +279,7 @@ fn a_worker_entering_late_gets_the_mirror_replayed() {
     );
     // The far side's participant leaves: the worker is told under the local id.
     out.clear();
-    core.from_wire(ControlMsg::ParticipantDown { id: 0x201 }, &mut out);
+    core.on_control(ControlMsg::ParticipantDown { id: 0x201 }, &mut out);
     assert!(matches!(
         &out[..],
         [Action::Workers(1, PipeMsg::ParticipantDown { id })] if *id == (0x201 << 8) | LINK_BASE as u64
@@ -293,8 +293,8 @@ fn entries_of_other_links_are_not_sent_on() {
     let mut core = LinkCore::new(0);
     let mut out = Vec::new();
     let foreign = (5 << 8) | (LINK_BASE as u64 + 1);
-    core.from_worker(track_up(foreign, foreign, MediaKind::Audio), &mut out);
-    core.from_worker(PipeMsg::ParticipantDown { id: foreign }, &mut out);
+    core.on_worker_msg(track_up(foreign, foreign, MediaKind::Audio), &mut out);
+    core.on_worker_msg(PipeMsg::ParticipantDown { id: foreign }, &mut out);
     assert!(out.is_empty());
 }
 
