@@ -450,7 +450,10 @@ async fn scenario(nodes: &mut [Node], redis_port: u16) {
     );
     // Re-homed bob also reaches the third node (cleo on c), wherever he re-homed.
     let cleo_heard_at = first(audio_from(&cleo, 3));
-    eprintln!("after the kill: cleo heard re-homed bob at {}", show(cleo_heard_at));
+    eprintln!(
+        "after the kill: cleo heard re-homed bob at {}",
+        show(cleo_heard_at)
+    );
 
     // cleo (node c) kept getting ada's video (node a) across the kill, the link timeout and
     // the directory sweep.
@@ -524,6 +527,9 @@ async fn scenario(nodes: &mut [Node], redis_port: u16) {
         "dora on restarted b got {} video packets from ada",
         video_on(&dora, &dora_slot, 1).len()
     );
+    // ...and the other nodes see b's participants again.
+    wait_id(&ada, "dora").await;
+    wait_id(&cleo, "dora").await;
     let nodes_seen = dora.of_type("joined")[0]["nodes"].clone();
     eprintln!(
         "restarted b: dora gets ada's video {} after the restart; joined.nodes {nodes_seen}",

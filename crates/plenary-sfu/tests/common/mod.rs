@@ -127,6 +127,8 @@ pub struct Rec {
     pub key: bool,
     pub level: Option<i8>,
     pub at: Instant,
+    /// RTP payload bytes.
+    pub bytes: usize,
 }
 
 /// Drops chosen first transmissions of one m-line's RTP at the UDP layer, before str0m sees
@@ -515,6 +517,7 @@ fn peer_loop(
                             key,
                             level: p.header.ext_vals.audio_level,
                             at: Instant::now(),
+                            bytes: p.payload.len(),
                         });
                     }
                     Event::MediaIngressStats(s) => {
