@@ -41,6 +41,12 @@ pub struct SfuProbeArgs {
     /// re-join at the next node of the room (joined.nodes) or the next URL.
     #[arg(long, value_name = "URL[,URL...]")]
     pub target: Option<String>,
+    /// Start a cascade on this machine for the run: a redis-server and N `plenary sfu`
+    /// processes on loopback (node i pinned to the i-th of --sfu-cpus, cycling; one media
+    /// worker each), driven as several --target URLs are. Their logs stay in a temp
+    /// directory named at start; every process is stopped at the end.
+    #[arg(long, value_name = "N", conflicts_with_all = ["target", "embedded", "sfu_config"])]
+    pub local_nodes: Option<usize>,
     /// Which signalling the target speaks.
     #[arg(long, value_enum, default_value_t = Api::Plenary)]
     pub api: Api,

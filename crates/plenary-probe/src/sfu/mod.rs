@@ -19,6 +19,7 @@ pub mod cpu;
 pub mod embedded;
 pub mod engine;
 pub mod join;
+pub mod local;
 pub mod media;
 pub mod net;
 pub mod plan;
@@ -66,11 +67,12 @@ pub fn run(args: SfuProbeArgs) -> anyhow::Result<i32> {
     let started = std::time::SystemTime::now();
     let scenario = args.scenario()?;
     let plan = Plan::new(scenario);
-    let embedded = args.embedded || args.target.is_none();
+    let local_nodes = args.local_nodes.unwrap_or(0);
+    let embedded = (args.embedded || args.target.is_none()) && local_nodes == 0;
     let cpus = load::cpu_count();
     let pinning = !args.no_pin;
-    let sfu_cpus =
-        (embedded && pinning).then(|| args.sfu_cpus.iter().map(|c| c % cpus).collect::<Vec<_>>());
+    let sfu_cpus = ((embedded || local_nodes > 0) && pinning)
+        .then(|| args.sfu_cpus.iter().map(|c| c % cpus).collect::<Vec<_>>());
     let probe_cpus = match &args.probe_cpus {
         Some(v) => Some(v.clone()),
         None => sfu_cpus
@@ -83,8 +85,25 @@ pub fn run(args: SfuProbeArgs) -> anyhow::Result<i32> {
     }
     let environment = report::Environment::read();
     let mut sfu = None;
+    let mut local = None;
+    let mut server_pids = args.server_pid.clone();
     let targets = match &args.target {
         Some(t) => cascade::parse_targets(t).map_err(anyhow::Error::msg)?,
+        None if local_nodes > 0 => {
+            let ip = args.bind_ip.unwrap_or([127, 0, 0, 1].into());
+            let c = local::LocalCascade::start(local_nodes, ip, sfu_cpus.as_deref())
+                .context("starting the local cascade")?;
+            if !args.quiet {
+                eprintln!(
+                    "plenary probe sfu: local cascade of {local_nodes} nodes (logs in {})",
+                    c.dir().display()
+                );
+            }
+            server_pids = c.pids();
+            let urls = c.urls();
+            local = Some(c);
+            urls
+        }
         None => Vec::new(),
     };
     if targets.len() > 1 && args.api == Api::Janus {
@@ -92,10 +111,10 @@ pub fn run(args: SfuProbeArgs) -> anyhow::Result<i32> {
             "several --target URLs are the nodes of a Plenary cascade; --api janus takes one"
         );
     }
-    if args.server_pid.len() > 1 && args.server_pid.len() != targets.len() {
+    if server_pids.len() > 1 && server_pids.len() != targets.len() {
         anyhow::bail!(
             "--server-pid: {} PIDs for {} --target URLs (one per node, in the same order)",
-            args.server_pid.len(),
+            server_pids.len(),
             targets.len()
         );
     }
@@ -154,9 +173,9 @@ pub fn run(args: SfuProbeArgs) -> anyhow::Result<i32> {
         homes: Default::default(),
         rehomes: Default::default(),
     });
-    let server = match (embedded, args.server_pid.is_empty()) {
+    let server = match (embedded, server_pids.is_empty()) {
         (true, _) => ServerCpu::Embedded,
-        (false, false) => ServerCpu::Pids(args.server_pid.clone()),
+        (false, false) => ServerCpu::Pids(server_pids.clone()),
         _ => ServerCpu::Unknown,
     };
     let probe_threads = probe_cpus.as_ref().map_or_else(
@@ -192,6 +211,12 @@ pub fn run(args: SfuProbeArgs) -> anyhow::Result<i32> {
     if let Some(e) = sfu {
         e.stop();
     }
+    drop(local);
+    // The report names the PIDs measured, the local cascade's included.
+    let args = SfuProbeArgs {
+        server_pid: server_pids,
+        ..args
+    };
     let r = build_report(
         &args,
         &plan,
