@@ -99,9 +99,12 @@ probe() { # LABEL TARGETS PIDS
     2>&1 | tee "$OUT/$1.txt" || true
 }
 
-REDIS=$(start "$NA" redis "$SERVER_CPU" redis-server --bind "$IP_A" --port 6390 --save '' --appendonly no)
+REDIS=$(start "$NA" redis "$SERVER_CPU" redis-server --bind "$IP_A" --port 6390 --save "" --appendonly no --protected-mode no)
 PIDS+=("$REDIS")
-sleep 0.5
+for _ in $(seq 1 100); do
+  [ "$(ip netns exec "$NA" redis-cli -h "$IP_A" -p 6390 ping 2>/dev/null)" = PONG ] && break
+  sleep 0.1
+done
 
 # 1. Two nodes of one cascade, both on SERVER_CPU.
 A=$(node "$NA" a "$IP_A"); PIDS+=("$A")

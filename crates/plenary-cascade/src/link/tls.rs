@@ -21,8 +21,15 @@ use super::{ALPN, SERVER_NAME};
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Keeps an idle but healthy link from hitting the idle timeout, and loss detection warm.
 pub const KEEP_ALIVE: Duration = Duration::from_millis(500);
-/// Room for bursts of forwarded media (a few hundred video packets) on each side.
+/// Room for bursts of forwarded media (a few hundred video packets) on the receiving side.
 const DATAGRAM_BUFFER: usize = 4 << 20;
+/// What may wait for the congestion window on the sending side: bounded so a slow link
+/// drops media (counted) rather than delaying all of it.
+const DATAGRAM_SEND_BUFFER: usize = 1 << 20;
+/// Congestion window at start. Links join servers, and a room's media starts at full rate
+/// when the link comes up: with QUIC's default ~14 KB window, slow start queued the first
+/// seconds of video for hundreds of milliseconds.
+const INITIAL_WINDOW: u64 = 1 << 20;
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -33,10 +40,13 @@ fn transport() -> anyhow::Result<Arc<TransportConfig>> {
     t.max_idle_timeout(Some(IdleTimeout::try_from(IDLE_TIMEOUT)?))
         .keep_alive_interval(Some(KEEP_ALIVE))
         .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER))
-        .datagram_send_buffer_size(DATAGRAM_BUFFER)
+        .datagram_send_buffer_size(DATAGRAM_SEND_BUFFER)
         // One control stream, opened by the connector; nothing else.
         .max_concurrent_bidi_streams(VarInt::from_u32(1))
         .max_concurrent_uni_streams(VarInt::from_u32(0));
+    let mut cc = quinn::congestion::CubicConfig::default();
+    cc.initial_window(INITIAL_WINDOW);
+    t.congestion_controller_factory(Arc::new(cc));
     Ok(Arc::new(t))
 }
 
