@@ -40,7 +40,10 @@ async fn main() -> anyhow::Result<()> {
         .connect(b.local_addr())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let link_b = incoming.recv().await.ok_or_else(|| anyhow::anyhow!("no link"))?;
+    let link_b = incoming
+        .recv()
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no link"))?;
     let body = vec![0x5au8; payload];
     let rx = link_b.handle.clone();
     let receiver = tokio::spawn(async move {

@@ -139,16 +139,57 @@ async fn participants_on_two_nodes_see_and_hear_each_other() {
         );
         assert!(by_seq(&video)[0].key, "{}: starts at a keyframe", c.id);
     }
-    // The speaker is decided room-wide: with only bob talking, both nodes name him.
+    // The speaker is decided room-wide: ada talks alone, then bob alone; both nodes name the
+    // new speaker, within 300 ms of each other.
+    bob.set_talking(false);
+    let names = |c: &Client, who: &str| {
+        c.of_type("active_speaker")
+            .last()
+            .is_some_and(|v| v["participant"] == who)
+    };
+    assert!(
+        eventually(5 * SEC, || names(&ada, &ada.id) && names(&bob, &ada_on_b)).await,
+        "both nodes name ada"
+    );
+    // Past the detector's 1 s hold after that switch on either node.
+    tokio::time::sleep(3 * SEC / 2).await;
+    let (from_a, from_b) = (ada.log_len(), bob.log_len());
     ada.set_talking(false);
-    ada.wait("active_speaker", 5 * SEC, |v| {
-        v["type"] == "active_speaker" && v["participant"] == bob_on_a.as_str()
-    })
-    .await;
-    bob.wait("active_speaker", 5 * SEC, |v| {
-        v["type"] == "active_speaker" && v["participant"] == bob.id.as_str()
-    })
-    .await;
+    bob.set_talking(true);
+    let is_bob = |who: String| {
+        move |v: &serde_json::Value| {
+            v["type"] == "active_speaker" && v["participant"] == who.as_str()
+        }
+    };
+    let (a_at, b_at) = tokio::join!(
+        async {
+            ada.wait_from(from_a, 5 * SEC, is_bob(bob_on_a.clone()))
+                .await
+                .map(|_| std::time::Instant::now())
+        },
+        async {
+            bob.wait_from(from_b, 5 * SEC, is_bob(bob.id.clone()))
+                .await
+                .map(|_| std::time::Instant::now())
+        },
+    );
+    let (a_at, b_at) = (
+        a_at.expect("node A names bob"),
+        b_at.expect("node B names bob"),
+    );
+    let apart = if a_at > b_at {
+        a_at - b_at
+    } else {
+        b_at - a_at
+    };
+    println!(
+        "speaker change seen {apart:?} apart on the two nodes (A {})",
+        if a_at > b_at { "later" } else { "first" }
+    );
+    assert!(
+        apart <= Duration::from_millis(300),
+        "nodes disagree for {apart:?}"
+    );
 
     // Bob leaves node B: ada on node A is told, and his tracks go.
     bob.leave().await;

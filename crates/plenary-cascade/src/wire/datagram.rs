@@ -51,7 +51,9 @@ fn get_varint(buf: &[u8]) -> Result<(u64, usize), WireError> {
 /// RFC 6464 level byte: V bit, then -dBov in 7 bits. Levels above 0 clamp to 0 (loudest).
 fn level_byte(level: i8, voice: Option<bool>) -> u8 {
     let dbov = (-i16::from(level)).clamp(0, 127) as u8;
-    (if voice == Some(true) { 0x80 } else { 0 }) | dbov
+    // An unknown voice flag crosses as voiced: V = 0 would tell the far node's speaker
+    // detection "silence", which the sender never said.
+    (if voice != Some(false) { 0x80 } else { 0 }) | dbov
 }
 
 /// Exact size `write_datagram` produces, to check it against the path's datagram limit first.
@@ -266,8 +268,25 @@ mod tests {
 
     #[test]
     fn level_out_of_range_clamps() {
-        assert_eq!(level_byte(-128, None), 127);
+        assert_eq!(level_byte(-128, Some(false)), 127);
         assert_eq!(level_byte(5, Some(true)), 0x80);
+    }
+
+    #[test]
+    fn an_unknown_voice_flag_crosses_as_voiced() {
+        // V = 0 would make the far node's speaker detection drop a level the sender gave.
+        assert_eq!(level_byte(-30, None), 0x80 | 30);
+        let p = MediaPacket {
+            audio_level: Some(-30),
+            voice_activity: None,
+            ..packet(b"x")
+        };
+        let mut out = Vec::new();
+        encode_datagram(&p, &mut out);
+        assert_eq!(
+            decode_datagram(&out).map(|d| d.voice_activity),
+            Ok(Some(true))
+        );
     }
 
     /// Builds an RTP packet by hand the way another sender might.

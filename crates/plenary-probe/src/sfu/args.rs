@@ -43,8 +43,9 @@ pub struct SfuProbeArgs {
     pub target: Option<String>,
     /// Start a cascade on this machine for the run: a redis-server and N `plenary sfu`
     /// processes on loopback (node i pinned to the i-th of --sfu-cpus, cycling; one media
-    /// worker each), driven as several --target URLs are. Their logs stay in a temp
-    /// directory named at start; every process is stopped at the end.
+    /// worker each, metrics on a free loopback port, read as with --metrics-url), driven
+    /// as several --target URLs are. Their logs stay in a temp directory named at start;
+    /// every process is stopped at the end.
     #[arg(long, value_name = "N", conflicts_with_all = ["target", "embedded", "sfu_config"])]
     pub local_nodes: Option<usize>,
     /// Which signalling the target speaks.
@@ -75,6 +76,18 @@ pub struct SfuProbeArgs {
     /// is reported, and their sum is the server's.
     #[arg(long, value_delimiter = ',', value_name = "PID[,PID...]")]
     pub server_pid: Vec<u32>,
+    /// Each node's Prometheus endpoint, one per --target URL in the same order
+    /// (comma-separated; e.g. http://127.0.0.1:9642/metrics, as set by `plenary sfu
+    /// --metrics`). Read at each step's start and end for the bytes each node sent each
+    /// peer over the cascade links (steps[].cascade.links). A node that cannot be read is
+    /// reported as missing; the run goes on. --local-nodes sets this itself.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "URL[,URL...]",
+        requires = "target"
+    )]
+    pub metrics_url: Vec<String>,
     /// CPUs of the embedded SFU (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "0")]
     pub sfu_cpus: Vec<usize>,

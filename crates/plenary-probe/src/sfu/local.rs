@@ -15,8 +15,17 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct LocalCascade {
     redis: Option<Child>,
-    nodes: Vec<(Child, String)>,
+    nodes: Vec<Node>,
     dir: PathBuf,
+}
+
+struct Node {
+    child: Child,
+    /// `--node`: how its peers label their links to it.
+    name: String,
+    url: String,
+    /// Its Prometheus listener, for the bytes per link.
+    metrics: SocketAddr,
 }
 
 impl LocalCascade {
@@ -53,6 +62,8 @@ impl LocalCascade {
         let secret = format!("probe-local-{}-{:x}", std::process::id(), rand_u64());
         for i in 0..n {
             let (http, media, link) = (free_tcp(ip)?, free_udp(ip)?, free_udp(ip)?);
+            let metrics = SocketAddr::new(ip, free_tcp(ip)?);
+            let name = format!("n{i}");
             let config = me.dir.join(format!("node-{i}.toml"));
             let pin = sfu_cpus
                 .filter(|c| !c.is_empty())
@@ -64,33 +75,48 @@ impl LocalCascade {
                 .arg("sfu")
                 .arg("--config")
                 .arg(&config)
-                .args(["--no-metrics", "--log-level", "warn"])
+                .args(["--metrics", &metrics.to_string(), "--log-level", "warn"])
                 .args(["--http", &SocketAddr::new(ip, http).to_string()])
                 .args(["--media", &SocketAddr::new(ip, media).to_string()])
                 .args(["--cascade", &SocketAddr::new(ip, link).to_string()])
                 .args(["--directory", &format!("redis://{ip}:{redis_port}")])
                 .args(["--cluster-secret", &secret])
-                .args(["--node", &format!("n{i}")])
+                .args(["--node", &name])
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
                 .context("starting a plenary sfu node")?;
             let url = format!("http://{}", SocketAddr::new(ip, http));
-            me.nodes.push((child, url));
+            me.nodes.push(Node {
+                child,
+                name,
+                url,
+                metrics,
+            });
         }
-        for (_, url) in &me.nodes {
-            let addr: SocketAddr = url.trim_start_matches("http://").parse()?;
-            wait_until(|| http_answers(addr), url)?;
+        for n in &me.nodes {
+            let addr: SocketAddr = n.url.trim_start_matches("http://").parse()?;
+            wait_until(|| http_answers(addr), &n.url)?;
+            // The first step's first read would otherwise find it missing.
+            wait_until(|| http_answers(n.metrics), &format!("{} metrics", n.url))?;
         }
         Ok(me)
     }
 
     pub fn urls(&self) -> Vec<String> {
-        self.nodes.iter().map(|(_, u)| u.clone()).collect()
+        self.nodes.iter().map(|n| n.url.clone()).collect()
     }
 
     pub fn pids(&self) -> Vec<u32> {
-        self.nodes.iter().map(|(c, _)| c.id()).collect()
+        self.nodes.iter().map(|n| n.child.id()).collect()
+    }
+
+    /// Each node's name and metrics URL, in node order.
+    pub fn metrics(&self) -> Vec<(String, String)> {
+        self.nodes
+            .iter()
+            .map(|n| (n.name.clone(), format!("http://{}/metrics", n.metrics)))
+            .collect()
     }
 
     /// Where the nodes' logs are, for the operator.
@@ -101,9 +127,9 @@ impl LocalCascade {
 
 impl Drop for LocalCascade {
     fn drop(&mut self) {
-        for (c, _) in &mut self.nodes {
-            let _ = c.kill();
-            let _ = c.wait();
+        for n in &mut self.nodes {
+            let _ = n.child.kill();
+            let _ = n.child.wait();
         }
         if let Some(mut r) = self.redis.take() {
             let _ = r.kill();

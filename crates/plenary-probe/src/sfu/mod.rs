@@ -5,13 +5,14 @@
 //!   simulcast layers) and Opus (RFC 6464 levels, talk/pause, DTX), with a send stamp.
 //! - [`recv`]: per-track loss, RFC 3550 jitter, one-way delay, frames, W3C freezes, gaps.
 //! - [`scenario`], [`plan`]: `loadtest/*.toml` and who each participant is.
-//! - [`cascade`]: several nodes: who joins where, redirects, re-homing, cross-node delay.
+//! - [`cascade`]: several nodes: who joins where, redirects, re-homing, cross-node delay;
+//!   [`links`]: bytes per node-to-node link from the nodes' Prometheus counters.
 //! - [`ramp`], [`step`]: thresholds, verdicts, the knee; reduction across subscribers.
 //! - [`engine`]: str0m peers and the poll-loop driver threads; [`net`], [`join`]: WHIP/WHEP,
 //!   the room API and Janus; [`run`]: the controller; [`report`]: JSON, HTML and NDJSON.
 //!
-//! Everything but `engine`, `net`, `join`, `run` and `embedded` is pure and unit-tested with
-//! synthetic time.
+//! Everything but `engine`, `net`, `join`, `run`, `local`, `embedded` and `links::fetch`
+//! is pure and unit-tested with synthetic time.
 
 mod args;
 pub mod cascade;
@@ -19,6 +20,7 @@ pub mod cpu;
 pub mod embedded;
 pub mod engine;
 pub mod join;
+pub mod links;
 pub mod local;
 pub mod media;
 pub mod net;
@@ -87,6 +89,7 @@ pub fn run(args: SfuProbeArgs) -> anyhow::Result<i32> {
     let mut sfu = None;
     let mut local = None;
     let mut server_pids = args.server_pid.clone();
+    let mut metrics = Vec::new();
     let targets = match &args.target {
         Some(t) => cascade::parse_targets(t).map_err(anyhow::Error::msg)?,
         None if local_nodes > 0 => {
@@ -100,6 +103,7 @@ pub fn run(args: SfuProbeArgs) -> anyhow::Result<i32> {
                 );
             }
             server_pids = c.pids();
+            metrics = c.metrics();
             let urls = c.urls();
             local = Some(c);
             urls
@@ -117,6 +121,21 @@ pub fn run(args: SfuProbeArgs) -> anyhow::Result<i32> {
             server_pids.len(),
             targets.len()
         );
+    }
+    if !args.metrics_url.is_empty() {
+        if args.metrics_url.len() != targets.len() {
+            anyhow::bail!(
+                "--metrics-url: {} URLs for {} --target URLs (one per node, in the same order)",
+                args.metrics_url.len(),
+                targets.len()
+            );
+        }
+        // Without node names, a node is known by its --target URL.
+        metrics = targets
+            .iter()
+            .cloned()
+            .zip(args.metrics_url.clone())
+            .collect();
     }
     let target = match (targets.first(), args.api) {
         (Some(url), Api::Janus) => Target::Janus { base: url.clone() },
@@ -191,6 +210,7 @@ pub fn run(args: SfuProbeArgs) -> anyhow::Result<i32> {
         args.repeat.max(1),
         args.quiet,
     );
+    runner.links = (!metrics.is_empty()).then_some(links::Scraper { nodes: metrics });
     if let Some(dir) = &args.report {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let f = std::fs::File::create(dir.join("timeseries.ndjson"))?;

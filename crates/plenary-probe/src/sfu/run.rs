@@ -38,6 +38,8 @@ pub struct Runner<'a> {
     pub ndjson: Option<std::io::BufWriter<std::fs::File>>,
     /// One line per received track and measured step (`tracks.ndjson`).
     pub tracks: Option<std::io::BufWriter<std::fs::File>>,
+    /// The nodes' metrics, read for the bytes per link.
+    pub links: Option<super::links::Scraper>,
     timeline: Vec<Tick>,
     joined: Vec<Joined>,
     present: u32,
@@ -70,6 +72,7 @@ impl<'a> Runner<'a> {
             quiet,
             ndjson: None,
             tracks: None,
+            links: None,
             timeline: Vec::new(),
             joined: Vec::new(),
             present: 0,
@@ -351,6 +354,7 @@ impl<'a> Runner<'a> {
     async fn measure(&mut self, k: usize, n: u32, joins: Joins) -> StepResult {
         self.drivers(|| Cmd::BeginStep);
         let (snap0, cpu0, t0) = (self.snapshot(), self.server.sample(), Instant::now());
+        let links0 = self.links.as_ref().map(|l| l.read());
         self.last = snap0.clone();
         self.cpu = cpu0.clone();
         self.tick_for(
@@ -383,6 +387,7 @@ impl<'a> Runner<'a> {
         }
         let secs = t0.elapsed().as_secs_f64().max(1e-3);
         let (snap1, cpu1) = (self.snapshot(), self.server.sample());
+        let links1 = self.links.as_ref().map(|l| l.read());
         self.last = snap1.clone();
         self.cpu = cpu1.clone();
         let (probe_cpu, server_cpu) = self.server.pct(&cpu0, &cpu1);
@@ -428,7 +433,11 @@ impl<'a> Runner<'a> {
                 nodes: self.node_cpu(&cpu0, &cpu1, secs),
             }
         });
-        let cascade = self.cascade_step(&harvest.tracks, joins.redirects);
+        let mut cascade = self.cascade_step(&harvest.tracks, joins.redirects);
+        if let (Some(c), Some(l), Some(a), Some(b)) = (&mut cascade, &self.links, links0, links1) {
+            (c.links, c.links_missing) = super::links::step_links(&l.names(), &a, &b);
+            c.link_mbps = super::links::total_mbps(&c.links);
+        }
         let count = |kind| harvest.tracks.iter().filter(|t| t.2.kind == kind).count();
         StepResult {
             repeat: self.repeat,
@@ -510,6 +519,7 @@ impl<'a> Runner<'a> {
             participants_per_node: per_node,
             delay: super::cascade::node_delay(tracks, |p| homes.get(&p).map(String::as_str)),
             rehome: super::cascade::rehome_stats(&events),
+            ..CascadeStep::default()
         })
     }
 

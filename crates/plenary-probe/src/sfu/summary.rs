@@ -48,7 +48,8 @@ pub fn describe(s: &StepResult) -> String {
     ) + &s.cascade.as_ref().map_or(String::new(), cascade)
 }
 
-/// The cascade's part of a step line: what a link adds, and how re-homing went.
+/// The cascade's part of a step line: what a link adds in delay and carries in bytes, and
+/// how re-homing went.
 fn cascade(c: &CascadeStep) -> String {
     let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
     let mut s = format!(
@@ -58,6 +59,13 @@ fn cascade(c: &CascadeStep) -> String {
         ms(c.delay.same_node_ms.map(|p| p.p95)),
         ms(c.delay.added_p95_ms),
     );
+    if c.link_mbps.is_some() || !c.links_missing.is_empty() {
+        s += &format!(" | link {} Mbit/s", ms(c.link_mbps));
+        if !c.links_missing.is_empty() {
+            let who: Vec<&str> = c.links_missing.iter().map(|m| m.node.as_str()).collect();
+            s += &format!(" ({} unknown)", who.join(", "));
+        }
+    }
     if let Some(r) = &c.rehome {
         s += &format!(
             " | re-homed {} ({} failed): audio back p50/p95 {}/{} ms, video {}/{} ms",

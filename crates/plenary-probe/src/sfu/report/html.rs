@@ -285,7 +285,8 @@ fn step_table(r: &Report) -> String {
     h + "</table>"
 }
 
-/// Per step over several nodes: the delay a link adds, re-homing times and each node's CPU.
+/// Per step over several nodes: the delay a link adds, re-homing times, each node's CPU
+/// and the bytes on each link.
 fn cascade_table(r: &Report) -> String {
     if r.steps.iter().all(|s| s.cascade.is_none()) {
         return String::new();
@@ -293,7 +294,8 @@ fn cascade_table(r: &Report) -> String {
     let mut h = String::from(
         "<h2>Nodes</h2><table><tr><th>repeat</th><th>step</th><th class=\"l\">participants per node</th>\
          <th>same-node delay p50/p95 ms</th><th>cross-node delay p50/p95 ms</th><th>added p50/p95 ms</th>\
-         <th>re-homed (failed)</th><th>audio back p50/p95 ms</th><th>video back p50/p95 ms</th><th class=\"l\">node CPU %</th></tr>",
+         <th>re-homed (failed)</th><th>audio back p50/p95 ms</th><th>video back p50/p95 ms</th><th class=\"l\">node CPU %</th>\
+         <th class=\"l\">link Mbit/s (lost, dropped)</th></tr>",
     );
     let pair =
         |p: Option<Percentiles>| p.map_or("-".into(), |p| format!("{:.1}/{:.1}", p.p50, p.p95));
@@ -317,10 +319,25 @@ fn cascade_table(r: &Report) -> String {
                 )
             })
             .collect();
+        let mut links: Vec<String> = c
+            .links
+            .iter()
+            .map(|l| match (l.tx_mbps, l.lost, l.dropped) {
+                (Some(m), Some(lost), Some(d)) => {
+                    format!("{}→{}: {m:.1} ({lost}, {d})", l.from, l.to)
+                }
+                _ => format!("{}→{}: ?", l.from, l.to),
+            })
+            .collect();
+        links.extend(
+            c.links_missing
+                .iter()
+                .map(|m| format!("{}: {}", m.node, m.reason)),
+        );
         let rh = c.rehome.as_ref();
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
             s.repeat + 1,
             s.index + 1,
             esc(&per.join(", ")),
@@ -331,7 +348,8 @@ fn cascade_table(r: &Report) -> String {
             rh.map_or("0".into(), |r| format!("{} ({})", r.count, r.failed)),
             pair(rh.and_then(|r| r.audio_ms)),
             pair(rh.and_then(|r| r.video_ms)),
-            esc(&cpu.join(", "))
+            esc(&cpu.join(", ")),
+            esc(&links.join("; "))
         );
     }
     h + "</table>"

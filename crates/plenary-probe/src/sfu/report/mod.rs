@@ -84,6 +84,16 @@ pub struct CascadeStep {
     pub delay: super::cascade::NodeDelay,
     /// Participants whose node let them go during the step (from its join to its end).
     pub rehome: Option<super::cascade::RehomeStats>,
+    /// Bytes per link direction over the step, from the nodes' metrics (`--metrics-url`,
+    /// `--local-nodes`), in node order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<super::links::Link>,
+    /// Nodes whose links are not known over the step (unread, or restarted).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub links_missing: Vec<super::links::Missing>,
+    /// Sum of the known links' `tx_mbps`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_mbps: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
