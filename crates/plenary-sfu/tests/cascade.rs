@@ -398,6 +398,29 @@ async fn full_and_draining_nodes_send_participants_elsewhere() {
         .await;
     assert_eq!(r["url"], a_url.as_str(), "{r}");
     assert!(cleo.of_type("joined").is_empty());
+    // WHEP to the full node: 307 to the same request on A.
+    let mut rtc = str0m::Rtc::builder().build(std::time::Instant::now());
+    let mut api = rtc.sdp_api();
+    api.add_media(
+        MediaKind::Video,
+        str0m::media::Direction::RecvOnly,
+        None,
+        None,
+        None,
+    );
+    let (offer, _) = api.apply().expect("an offer");
+    let b_http = node_b.http_addr();
+    let (status, head, _) = tokio::task::spawn_blocking(move || {
+        http_post_sdp_head(b_http, "/whep/r", &offer.to_sdp_string())
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 307, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("location: {a_url}/whep/r").to_ascii_lowercase()),
+        "{head}"
+    );
 
     // Draining B: bob is told to rejoin at A.
     let drained = tokio::spawn(async move {

@@ -1003,6 +1003,12 @@ async fn ws_task(
 
 /// Posts an SDP offer; returns (status, body).
 pub fn http_post_sdp(addr: SocketAddr, path: &str, sdp: &str) -> (u16, String) {
+    let (status, _, body) = http_post_sdp_head(addr, path, sdp);
+    (status, body)
+}
+
+/// Posts an SDP offer; returns (status, response head, body).
+pub fn http_post_sdp_head(addr: SocketAddr, path: &str, sdp: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let req = format!(
@@ -1019,7 +1025,7 @@ pub fn http_post_sdp(addr: SocketAddr, path: &str, sdp: &str) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("status");
-    (status, body.to_owned())
+    (status, head.to_owned(), body.to_owned())
 }
 
 /// A WHEP viewer (recvonly audio + video); returns the peer and its (audio, video) mids.
