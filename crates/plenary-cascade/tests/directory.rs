@@ -1,105 +1,23 @@
 //! The directory against a real `redis-server` on loopback, one server per test.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpListener};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use plenary_cascade::directory::{spawn_presence, Directory, DirectoryError, NodeInfo};
 
-/// A redis-server we started; killed by its PID when dropped.
-struct Redis {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
+#[path = "../../plenary-sfu/tests/common/redis.rs"]
+#[allow(dead_code)]
+mod redis_guard;
+use redis_guard::Redis;
 
-impl Redis {
-    /// None (after a skip line) when redis-server is missing outside CI; a panic in CI.
-    fn start() -> Option<Redis> {
-        let found = Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        if !found {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("redis-server missing; run scripts/install-peers");
-            }
-            eprintln!("skipping: redis-server not installed (scripts/install-peers installs it)");
-            return None;
-        }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut r = Redis {
-            child: None,
-            port,
-            dir: tempfile::tempdir().unwrap(),
-        };
-        r.launch();
-        Some(r)
-    }
-
-    fn launch(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.pings() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer PING"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn pings(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-        let mut buf = [0u8; 16];
-        s.write_all(b"PING\r\n").is_ok()
-            && matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// A plain connection, to look at the keys themselves.
-    async fn raw(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// A plain connection, to look at the keys themselves.
+async fn raw(r: &Redis) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(r.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
 }
 
 fn node(name: &str, port: u16) -> NodeInfo {
@@ -130,7 +48,7 @@ async fn heartbeat_lists_the_node() {
     let a2 = NodeInfo { load: 7, ..a };
     dir.heartbeat(&a2, LONG).await.unwrap();
     assert_eq!(dir.nodes().await.unwrap(), vec![a2]);
-    let mut raw = redis.raw().await;
+    let mut raw = raw(&redis).await;
     let ttl: i64 = redis::cmd("PTTL")
         .arg("plenary:node:a")
         .query_async(&mut raw)
@@ -170,7 +88,7 @@ async fn expired_node_is_swept_from_rooms_and_tracks() {
         Some("b")
     );
 
-    let mut raw = redis.raw().await;
+    let mut raw = raw(&redis).await;
     let mut keys: Vec<String> = redis::cmd("KEYS")
         .arg("plenary:*")
         .query_async(&mut raw)
@@ -306,7 +224,7 @@ async fn remove_node_removes_everything() {
             Some("b")
         );
     }
-    let mut raw = redis.raw().await;
+    let mut raw = raw(&redis).await;
     let left: i64 = redis::cmd("EXISTS")
         .arg("plenary:node:a")
         .arg("plenary:node:a:rooms")
@@ -407,7 +325,7 @@ async fn presence_beats_reports_and_cleans_up() {
         .await
         .unwrap();
     dir.join_room("r", "b").await.unwrap();
-    let mut raw = redis.raw().await;
+    let mut raw = raw(&redis).await;
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         let members: i64 = redis::cmd("SCARD")
@@ -450,7 +368,7 @@ async fn hung_redis_does_not_block_the_caller() {
     let dir = Directory::connect(&redis.url(), "plenary").await.unwrap();
     let a = node("a", 8280);
     dir.heartbeat(&a, LONG).await.unwrap();
-    let pid = redis.child.as_ref().unwrap().id().to_string();
+    let pid = redis.pid().unwrap().to_string();
     let signal = |sig: &str| {
         assert!(Command::new("kill")
             .args([sig, &pid])

@@ -1,5 +1,6 @@
 //! Operations plumbing shared by every Plenary subcommand: logging setup, the Prometheus
-//! exporter, Unix signals, and rate-limited logging for network-input errors.
+//! exporter, Unix signals, rate-limited logging for network-input errors, and a TLS verifier
+//! for peers authenticated by other means.
 //!
 //! Nothing here knows about TURN or SFU; the protocol crates depend on this one, never
 //! the other way round.
@@ -8,6 +9,7 @@ pub mod logging;
 pub mod metrics;
 pub mod ratelimit;
 pub mod signals;
+pub mod tls;
 
 /// For [`limited_debug!`]: callers need not depend on `tracing` themselves.
 #[doc(hidden)]

@@ -8,12 +8,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use plenary_ops::tls::AnyCertSignedHandshake;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{IdleTimeout, TransportConfig, VarInt};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::{ALPN, SERVER_NAME};
 
@@ -68,7 +67,7 @@ pub(super) fn client_config() -> anyhow::Result<quinn::ClientConfig> {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertSignedHandshake(provider)))
+        .with_custom_certificate_verifier(Arc::new(AnyCertSignedHandshake::new(provider, false)))
         .with_no_client_auth();
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let mut cfg = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
@@ -76,56 +75,12 @@ pub(super) fn client_config() -> anyhow::Result<quinn::ClientConfig> {
     Ok(cfg)
 }
 
-/// Accepts any server certificate, but only with a valid TLS 1.3 handshake signature by it.
-#[derive(Debug)]
-struct AnyCertSignedHandshake(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertSignedHandshake {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        // Only TLS 1.3 is offered, so rustls never asks; refuse rather than trust.
-        Err(rustls::Error::General(
-            "cascade links use TLS 1.3 only".into(),
-        ))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::CertificateDer;
+    use rustls::{DigitallySignedStruct, SignatureScheme};
 
     #[test]
     fn configs_build() {
@@ -160,7 +115,7 @@ mod tests {
 
     #[test]
     fn verifier_accepts_any_cert_but_checks_the_handshake_signature() {
-        let v = AnyCertSignedHandshake(provider());
+        let v = AnyCertSignedHandshake::new(provider(), false);
         let (cert, good) = signed(b"transcript");
         assert!(v
             .verify_tls13_signature(b"transcript", &cert, &dss(&good))

@@ -3,63 +3,14 @@
 //! insecure mode, so the session is at least bound to the key the server showed.
 
 use anyhow::Context as _;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{ring::default_provider, CryptoProvider};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use plenary_ops::tls::AnyCertSignedHandshake;
+use rustls::crypto::ring::default_provider;
+use rustls::ClientConfig;
 use std::path::Path;
 use std::sync::Arc;
 
 /// Debian's bundle, used when no --ca-file is given.
 const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
-
-#[derive(Debug)]
-struct AcceptAnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
 
 pub fn client_config(insecure: bool, ca_file: Option<&Path>) -> anyhow::Result<Arc<ClientConfig>> {
     let provider = Arc::new(default_provider());
@@ -69,7 +20,7 @@ pub fn client_config(insecure: bool, ca_file: Option<&Path>) -> anyhow::Result<A
     let config = if insecure {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+            .with_custom_certificate_verifier(Arc::new(AnyCertSignedHandshake::new(provider, true)))
             .with_no_client_auth()
     } else {
         let path = ca_file.unwrap_or(Path::new(SYSTEM_BUNDLE));

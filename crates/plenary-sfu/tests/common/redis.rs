@@ -1,4 +1,5 @@
 //! A real `redis-server` on loopback for the cascade tests, killed by its PID when dropped.
+//! Also used by plenary-cascade's directory tests and the root cascade tests (`#[path]`).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -88,6 +89,11 @@ impl Redis {
             .output()
             .expect("redis-cli runs");
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The server's PID while it runs (to stop or freeze it in a test).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn url(&self) -> String {
