@@ -6,6 +6,9 @@
 //! - Each track crosses a link once: with one and then five WHEP viewers on node B, what A
 //!   sends to B per byte the publisher sends stays within 10%.
 //! - Two room participants (the demo room page) on different nodes see and hear each other.
+//! - When a participant's node stops (its WebSocket closes) or drains (it sends `redirect`),
+//!   the page re-homes by itself to the room's other node, and the two see and hear each
+//!   other again within 10 s.
 
 mod common;
 #[path = "../crates/plenary-sfu/tests/common/mod.rs"]
@@ -18,7 +21,7 @@ use serde_json::{json, Value};
 use sfu_common::redis::Redis;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// One browser test at a time: each encodes and decodes video in Chromium.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -79,6 +82,26 @@ impl Cluster {
     /// `http://127.0.0.1:PORT` of a node: its pages, WHIP, WHEP and the room API.
     fn base(&self, name: &str) -> String {
         format!("http://{}", self.node(name).http_addr())
+    }
+
+    /// Stops node `name` (`RunningSfu::shutdown`: its WebSockets close) and removes it.
+    fn stop(&mut self, name: &str) {
+        let i = self
+            .nodes
+            .iter()
+            .position(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no node {name}"));
+        let (_, sfu) = self.nodes.remove(i);
+        self.rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), sfu.shutdown())
+                .await
+                .expect("node shuts down within 10 s")
+        });
+    }
+
+    /// Drains node `name` (`RunningSfu::drain`): the peers still on it after `timeout`.
+    fn drain(&self, name: &str, timeout: Duration) -> usize {
+        self.rt.block_on(self.node(name).drain(timeout))
     }
 
     /// Media bytes `from` has sent to `to` over their link(s).
@@ -399,4 +422,391 @@ fn chromium_room_participants_on_two_nodes_see_and_hear_each_other() {
         "bob on B still lists alice after she left A: {gone:?}"
     );
     drop(driver);
+}
+
+/// Milliseconds since the Unix epoch, the clock `Date.now()` reads in the page.
+fn epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Like `poll`, every 100 ms until `deadline`, for timings finer than its 500 ms.
+fn poll_until(
+    driver: &Driver,
+    script: &str,
+    args: &Value,
+    deadline: Instant,
+) -> Result<Value, Value> {
+    loop {
+        let v = driver.execute_async(script, args.clone());
+        if v["ok"] == json!(true) {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            return Err(v);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// index.html: wraps room.js's message handlers (its global `handlers`) to note in
+/// `window.handlerTrace` when each starts and ends, so that a failure shows a handler that
+/// never finished (room.js runs them one after another on `room.queue`).
+const HANDLER_TRACE: &str = r#"
+window.handlerTrace = [];
+const t0 = Date.now();
+const note = (s) => window.handlerTrace.push(`+${Date.now() - t0} ms: ${s}`);
+for (const k of Object.keys(handlers)) {
+  const h = handlers[k];
+  handlers[k] = async function (m, ws) {
+    const n = `${k}#${window.handlerTrace.length}`;
+    note(`start ${n}`);
+    try { return await h.call(this, m, ws); }
+    catch (e) { note(`threw ${n}: ${e}`); throw e; }
+    finally { note(`end ${n}`); }
+  };
+}
+return true;
+"#;
+
+/// index.html: starts a watcher in the page that notes (by `Date.now()`) each change of
+/// state, node and re-home count, what the WebSocket to the old node receives and how it
+/// closes, when the page is joined again at `arguments[0]` after a
+/// re-home, and when video frames and audio bytes first arrive on the new subscribe
+/// connection. Answers the page's room as it is now.
+const WATCH_REHOME: &str = r#"
+const [target] = arguments;
+const r = window.room;
+const w = { start: Date.now(), joinedAt: 0, videoAt: 0, audioAt: 0, states: [], old: [] };
+window.rehomeWatch = w;
+// What the WebSocket to the old node carries from now on: message types, then its close.
+const ws = r.ws;
+ws.addEventListener('message', (e) => {
+  let type = '?';
+  try { type = JSON.parse(e.data).type; } catch {}
+  w.old.push(`+${Date.now() - w.start} ms: <- ${type}`);
+});
+ws.addEventListener('close', (e) => {
+  w.old.push(`+${Date.now() - w.start} ms: closed ${e.code} ${e.reason} clean=${e.wasClean}`);
+});
+let last = '';
+let busy = false;
+const tick = () => {
+  const s = `${r.state} ${r.base} rehomes=${r.rehomes}`;
+  if (s !== last) { w.states.push(`+${Date.now() - w.start} ms: ${s}`); last = s; }
+  const home = r.state === 'joined' && r.base === target && r.rehomes >= 1;
+  if (home && !w.joinedAt) w.joinedAt = Date.now();
+  if (home && r.sub && !busy) {
+    busy = true;
+    Plenary.inboundStats(r.sub).then((st) => {
+      if (!w.videoAt && st.video.framesDecoded > 0) w.videoAt = Date.now();
+      if (!w.audioAt && st.audio.bytesReceived > 0) w.audioAt = Date.now();
+    }).finally(() => { busy = false; });
+  }
+  if (!(w.videoAt && w.audioAt) && Date.now() - w.start < 60000) setTimeout(tick, 10);
+};
+tick();
+return { me: r.me, state: r.state, base: r.base, nodes: r.nodes, rehomes: r.rehomes };
+"#;
+
+/// index.html: the watcher's notes; `ok` once media arrives on the new node.
+const REHOME_WATCHED: &str = r#"
+const done = arguments[arguments.length - 1];
+const w = window.rehomeWatch;
+const r = window.room;
+done(Object.assign({}, w, { ok: !!(w && w.joinedAt && w.videoAt && w.audioAt),
+  state: r.state, base: r.base, rehomes: r.rehomes, error: r.error,
+  handlers: (window.handlerTrace || []).slice(-12),
+  status: document.getElementById('status').textContent }));
+"#;
+
+/// index.html after a re-home: `ok` once joined at `arguments[0]` after at least one re-home,
+/// `arguments[1]` is among the participants, more than `arguments[2]` video frames were
+/// decoded and more than `arguments[3]` audio bytes arrived on the subscribe connection.
+const REHOMED_MEDIA: &str = r#"
+const done = arguments[arguments.length - 1];
+const [base, other, minFrames, minAudio] = arguments;
+const r = window.room;
+const names = [...r.participants.values()].map((p) => p.name);
+const page = { state: r.state, error: r.error, me: r.me, base: r.base, nodes: r.nodes,
+  rehomes: r.rehomes, names, tiles: [...r.tiles.keys()],
+  status: document.getElementById('status').textContent };
+if (!r.sub) { done(page); return; }
+Plenary.inboundStats(r.sub).then((s) => {
+  const ok = r.state === 'joined' && r.base === base && r.rehomes >= 1 && names.includes(other)
+    && s.video.framesDecoded > minFrames && s.audio.bytesReceived > minAudio;
+  done(Object.assign(page, { ok, video: s.video, audio: s.audio }));
+}, (e) => done(Object.assign(page, { statsError: String(e) })));
+"#;
+
+/// index.html (the participant who stayed): `ok` once participant `arguments[0]` is listed
+/// under the name `arguments[1]`, `arguments[2]` (its id before it moved) is gone, one of its
+/// video tiles decoded more than `arguments[3]` frames, and more than `arguments[4]` audio
+/// bytes arrived in all.
+const SEES_MOVED: &str = r#"
+const done = arguments[arguments.length - 1];
+const [id, name, oldId, minFrames, minAudio] = arguments;
+const r = window.room;
+const p = r.participants.get(id);
+const participants = [...r.participants].map(([k, v]) => `${k}=${v.name}`);
+const page = { state: r.state, error: r.error, participants, tiles: [...r.tiles.keys()],
+  status: document.getElementById('status').textContent };
+const tracks = [...r.tiles.values()]
+  .filter((el) => el.dataset.participant === id)
+  .map((el) => el.querySelector('video').srcObject)
+  .filter((s) => s)
+  .map((s) => s.getVideoTracks()[0]);
+const rx = r.sub ? r.sub.getReceivers().filter((x) => tracks.includes(x.track)) : [];
+Promise.all([Promise.all(rx.map((x) => x.getStats())), r.sub ? Plenary.inboundStats(r.sub) : null])
+  .then(([reports, all]) => {
+    let frames = 0;
+    for (const rep of reports) rep.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded || 0;
+    });
+    const audio = all ? all.audio.bytesReceived : 0;
+    const ok = r.state === 'joined' && !!p && p.name === name && !r.participants.has(oldId)
+      && frames > minFrames && audio > minAudio;
+    done(Object.assign(page, { ok, frames, audio, videoTiles: tracks.length }));
+  }, (e) => done(Object.assign(page, { statsError: String(e) })));
+"#;
+
+/// index.html: `ok` once joined.
+const JOINED: &str = r#"
+const done = arguments[arguments.length - 1];
+const r = window.room;
+done({ ok: !!r && r.state === 'joined', state: r && r.state, error: r && r.error,
+  nodes: r && r.nodes });
+"#;
+
+/// How bob's node goes away.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Leave {
+    /// `RunningSfu::shutdown`: bob's WebSocket closes and the page moves on its own.
+    Stop,
+    /// `RunningSfu::drain`: the node sends bob `redirect` and stays up while he moves.
+    Drain,
+}
+
+/// Re-homes must complete (bob joined on A, media both ways, alice sees him) this fast.
+const REHOME: Duration = Duration::from_secs(10);
+
+/// Alice on A and bob on B (each page from its own node) see and hear each other; then B
+/// goes away as `how` says, and bob's page re-homes to A by itself.
+fn rehome_case(how: Leave) {
+    let Some(chromedriver) = require_browser() else {
+        return;
+    };
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let mut cluster = Cluster::start(&redis, &["a", "b"]);
+    let (a, b) = (cluster.base("a"), cluster.base("b"));
+    let room = match how {
+        Leave::Stop => "cascade-rehome-stop",
+        Leave::Drain => "cascade-rehome-drain",
+    };
+    let driver = browser(&chromedriver);
+    let page = |base: &str, name: &str| format!("{base}/?room={room}&name={name}&autojoin=1");
+    let alice = driver.current_tab();
+    driver.navigate(&page(&a, "alice"));
+    // Alice first, so that the room is on A when bob joins on B and B lists A for it.
+    let joined = poll(&driver, JOINED, &json!([]), MEDIA).unwrap_or_else(|last| {
+        panic!(
+            "alice did not join on A: {last:#}\nconsole: {:#?}",
+            driver.browser_log()
+        )
+    });
+    eprintln!(
+        "{how:?}: alice joined on A; her page's nodes: {}",
+        joined["nodes"]
+    );
+    let bob = driver.new_tab();
+    driver.switch_to(&bob);
+    driver.navigate(&page(&b, "bob"));
+    driver.execute(HANDLER_TRACE, json!([]));
+    for (tab, me, other) in [(&bob, "bob", "alice"), (&alice, "alice", "bob")] {
+        driver.switch_to(tab);
+        poll(&driver, ROOM_MEDIA, &json!([other, 0, 0]), 2 * MEDIA).unwrap_or_else(|last| {
+            panic!(
+                "{me} does not see and hear {other} across nodes: {last:#}\nconsole: {:#?}",
+                driver.browser_log()
+            )
+        });
+    }
+
+    // Bob's page knows where the room goes on before its node goes away.
+    driver.switch_to(&bob);
+    let before = driver.execute(WATCH_REHOME, json!([a]));
+    eprintln!("{how:?}: bob before: {before}");
+    assert_eq!(
+        before["base"],
+        json!(b),
+        "bob's page is not on B: {before:#}"
+    );
+    assert_eq!(
+        before["nodes"],
+        json!([b, a]),
+        "bob's page does not list B then A as the room's nodes: {before:#}"
+    );
+    let old_bob = before["me"]
+        .as_str()
+        .expect("bob's participant id")
+        .to_owned();
+
+    let t0 = Instant::now();
+    let t0_ms = epoch_ms();
+    match how {
+        Leave::Stop => cluster.stop("b"),
+        Leave::Drain => {
+            let left = cluster.drain("b", Duration::from_secs(2));
+            eprintln!(
+                "Drain: drain returned after {:.2} s with {left} peer(s) still on B",
+                t0.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let gone = t0.elapsed();
+    let deadline = t0 + REHOME;
+
+    // Bob's page: joined again on A, alice's video and audio flowing.
+    let watched =
+        poll_until(&driver, REHOME_WATCHED, &json!([]), deadline).unwrap_or_else(|last| {
+            panic!(
+                "{how:?}: bob's page did not re-home to A ({a}) with media within {REHOME:?} (a \
+             handler that started and never ended holds room.queue, so the new session's \
+             messages wait behind it): {last:#}\nconsole: {:#?}",
+                driver.browser_log()
+            )
+        });
+    let since = |key: &str| watched[key].as_u64().unwrap_or(0).saturating_sub(t0_ms);
+    let bob_media = poll_until(&driver, REHOMED_MEDIA, &json!([a, "alice", 0, 0]), deadline)
+        .unwrap_or_else(|last| {
+            panic!(
+                "{how:?}: bob on A does not see and hear alice within {REHOME:?}: {last:#}\n\
+                 console: {:#?}",
+                driver.browser_log()
+            )
+        });
+    let new_bob = bob_media["me"].as_str().expect("bob's new id").to_owned();
+    assert_ne!(new_bob, old_bob, "bob's page did not join again");
+
+    // Alice: bob listed again (his new participant, by name), his video decoding.
+    driver.switch_to(&alice);
+    let seen = poll_until(
+        &driver,
+        SEES_MOVED,
+        &json!([new_bob, "bob", old_bob, 0, 0]),
+        deadline,
+    )
+    .unwrap_or_else(|last| {
+        panic!(
+            "{how:?}: alice on A does not see bob's video again within {REHOME:?}: {last:#}\n\
+             console: {:#?}",
+            driver.browser_log()
+        )
+    });
+    let alice_sees = t0.elapsed();
+    let (frames, audio) = (
+        seen["frames"].as_u64().unwrap_or(0),
+        seen["audio"].as_u64().unwrap_or(0),
+    );
+    // Bob's audio reaches alice again too (he is the only other one who could send it), and
+    // his video keeps coming.
+    let later = poll_until(
+        &driver,
+        SEES_MOVED,
+        &json!([new_bob, "bob", old_bob, frames + 10, audio]),
+        Instant::now() + REHOME,
+    )
+    .unwrap_or_else(|last| {
+        panic!(
+            "{how:?}: bob's video or audio stopped reaching alice after {frames} frames: {last:#}"
+        )
+    });
+    let alice_hears = t0.elapsed();
+
+    driver.switch_to(&bob);
+    let frames = bob_media["video"]["framesDecoded"].as_u64().unwrap_or(0);
+    let audio = bob_media["audio"]["bytesReceived"].as_u64().unwrap_or(0);
+    let bob_later = poll(
+        &driver,
+        REHOMED_MEDIA,
+        &json!([a, "alice", frames + 10, audio]),
+        REHOME,
+    )
+    .unwrap_or_else(|last| {
+        panic!(
+            "{how:?}: alice's video or audio stopped reaching bob after {frames} frames: {last:#}"
+        )
+    });
+    assert!(
+        bob_later["tiles"].as_array().is_some_and(|t| t.len() >= 2),
+        "{how:?}: bob on A: expected his own tile and alice's: {bob_later:#}"
+    );
+    assert_eq!(
+        bob_later["rehomes"],
+        json!(1),
+        "{how:?}: bob's page moved more than once: {bob_later:#}"
+    );
+
+    eprintln!(
+        "{how:?}: B's {} returned after {:.0} ms; bob's page joined on A {} ms after, alice's video {} ms \
+         and audio {} ms after; alice saw bob's video again {:.0} ms after and heard him by {:.0} ms",
+        match how {
+            Leave::Stop => "shutdown",
+            Leave::Drain => "drain",
+        },
+        gone.as_secs_f64() * 1000.0,
+        since("joinedAt"),
+        since("videoAt"),
+        since("audioAt"),
+        alice_sees.as_secs_f64() * 1000.0,
+        alice_hears.as_secs_f64() * 1000.0,
+    );
+    eprintln!("{how:?}: bob's page: {}", watched["states"]);
+    eprintln!(
+        "{how:?}: bob on A: video {} audio {} tiles {}; alice: {} bob frames, {} audio bytes",
+        bob_later["video"], bob_later["audio"], bob_later["tiles"], later["frames"], later["audio"]
+    );
+
+    if how == Leave::Drain {
+        // The page moved on the redirect while B was still up; B now stops, and bob stays.
+        cluster.stop("b");
+        std::thread::sleep(Duration::from_secs(2));
+        let after = driver.execute_async(REHOMED_MEDIA, json!([a, "alice", 0, 0]));
+        assert!(
+            after["ok"] == json!(true) && after["rehomes"] == json!(1),
+            "Drain: bob's page after B stopped: {after:#}"
+        );
+    }
+    let old_socket: Vec<&str> = watched["old"]
+        .as_array()
+        .map(|v| v.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    eprintln!("{how:?}: bob's WebSocket to B: {old_socket:?}");
+    let redirected = old_socket.iter().any(|l| l.ends_with("<- redirect"));
+    match how {
+        Leave::Drain => assert!(
+            redirected,
+            "Drain: B sent bob's page no `redirect`: {old_socket:?}"
+        ),
+        Leave::Stop => assert!(
+            !redirected && old_socket.iter().any(|l| l.contains("closed")),
+            "Stop: bob's WebSocket to B did not just close: {old_socket:?}"
+        ),
+    }
+    drop(driver);
+}
+
+#[test]
+fn chromium_room_participant_rehomes_when_its_node_stops() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    rehome_case(Leave::Stop);
+}
+
+#[test]
+fn chromium_room_participant_follows_a_redirect_when_its_node_drains() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    rehome_case(Leave::Drain);
 }

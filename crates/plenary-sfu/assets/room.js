@@ -305,6 +305,10 @@ const handlers = {
   redirect(m) {
     rehome(m.url, 'redirected');
   },
+  // Cascade: the room's nodes changed (where to go if ours dies).
+  nodes(m) {
+    room.nodes = m.nodes || [];
+  },
   participant_joined(m) {
     if (m.participant !== room.me) addParticipant(m.participant, m.name, []);
   },
@@ -411,6 +415,9 @@ function leave(message = 'Not in a room.', isError = false) {
   for (const pc of [room.pub, room.sub]) if (pc) pc.close();
   if (room.stream) room.stream.getTracks().forEach((t) => t.stop());
   Object.assign(room, { pub: null, sub: null, stream: null, camera: null, me: null, speaker: null });
+  // A handler of the old session may never settle (a pending setParameters on a closed
+  // connection): the next session must not queue behind it.
+  room.queue = Promise.resolve();
   for (const key of [...room.tiles.keys()]) removeTile(key);
   for (const el of room.audio.values()) el.remove();
   for (const map of [room.participants, room.slots, room.heard, room.audio]) map.clear();

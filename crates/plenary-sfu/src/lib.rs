@@ -399,6 +399,11 @@ pub(crate) enum Cmd {
         room: String,
         url: String,
     },
+    /// Cascade: the room's nodes changed; its room API participants here are told.
+    RoomNodes {
+        room: String,
+        nodes: Vec<String>,
+    },
 }
 
 pub(crate) enum RoomCmd {

@@ -119,6 +119,10 @@ pub enum ServerMsg {
     Redirect {
         url: String,
     },
+    /// Cascade: the room's nodes changed (base URLs, this node first), as in `joined`.
+    Nodes {
+        nodes: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -52,10 +52,14 @@ pub(super) async fn run(
                     return handle.closed().await;
                 };
                 match ctrl {
-                    ControlMsg::Room { room } => cascade.remote_room(shared, slot, &room),
+                    ControlMsg::Room { room } => {
+                        cascade.remote_room(shared, slot, &room);
+                        cascade.refresh_nodes(shared, &room, None);
+                    }
                     ControlMsg::RoomGone { room } => {
                         cascade.remote_room_gone(shared, slot, &room);
                         core.forget_room(&room);
+                        cascade.refresh_nodes(shared, &room, None);
                     }
                     ControlMsg::Hello { .. } => {}
                     ControlMsg::Draining => {

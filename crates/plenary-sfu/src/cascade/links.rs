@@ -152,6 +152,11 @@ impl Cascade {
             let reason = link_task::run(&me, &shared, slot, link, rx, &bytes).await;
             tracing::warn!(%peer, "cascade: link closed: {reason}");
             me.link_gone(&shared, slot, generation);
+            // A dead node leaves the directory by its heartbeat's TTL: read again after it.
+            let held: Vec<String> = me.state().held.iter().cloned().collect();
+            for room in held {
+                me.refresh_nodes(&shared, &room, Some(std::time::Duration::from_secs(4)));
+            }
         });
         Some(slot)
     }

@@ -334,6 +334,46 @@ impl Cascade {
         Ok(())
     }
 
+    /// Reads the room's nodes from the directory and, when they changed, tells the room's
+    /// participants here (`nodes`), so that everyone knows where to go if this node dies;
+    /// again after `later` when given (a dead node leaves the directory by its TTL).
+    pub(crate) fn refresh_nodes(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        room: &str,
+        later: Option<Duration>,
+    ) {
+        let (me, shared, room) = (self.clone(), Arc::downgrade(shared), room.to_owned());
+        tokio::spawn(async move {
+            if let Some(d) = later {
+                tokio::time::sleep(d).await;
+            }
+            let Ok(nodes) = me.directory.room_nodes(&room).await else {
+                return;
+            };
+            let urls: Vec<String> = nodes
+                .iter()
+                .filter(|n| !n.draining)
+                .map(|n| n.http.clone())
+                .collect();
+            {
+                let mut st = me.state();
+                if !st.held.contains(&room) || st.room_urls.get(&room) == Some(&urls) {
+                    return;
+                }
+                st.room_urls.insert(room.clone(), urls);
+            }
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let nodes = me.room_urls(&room);
+            shared.router.broadcast(|| crate::Cmd::RoomNodes {
+                room: room.clone(),
+                nodes: nodes.clone(),
+            });
+        });
+    }
+
     /// The nodes of a room, for `joined` (base URLs, this node first).
     pub(crate) fn room_urls(&self, room: &str) -> Vec<String> {
         let st = self.state();

@@ -48,7 +48,8 @@ impl MediaLoop {
             }
             Cmd::Handoff { src, data } => self.datagram(src, &data),
             Cmd::Pipe(msg) => self.pipe(msg),
-            Cmd::Rehome { room, url } => self.rehome(&room, &url),
+            Cmd::Rehome { room, url } => self.tell_room(&room, &ServerMsg::Redirect { url }),
+            Cmd::RoomNodes { room, nodes } => self.tell_room(&room, &ServerMsg::Nodes { nodes }),
             Cmd::Leave { id, reply } => {
                 let known = self
                     .participants
@@ -76,8 +77,8 @@ impl MediaLoop {
         }
     }
 
-    /// Cascade drain: local room API participants of `room` are told where to rejoin.
-    fn rehome(&self, room: &str, url: &str) {
+    /// Cascade: tells every local room API participant of `room` (drain, node changes).
+    fn tell_room(&self, room: &str, msg: &ServerMsg) {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
@@ -86,9 +87,7 @@ impl MediaLoop {
                 continue;
             }
             if let Some(p) = self.participants.get(id) {
-                p.send(ServerMsg::Redirect {
-                    url: url.to_owned(),
-                });
+                p.send(msg.clone());
             }
         }
     }

@@ -44,8 +44,9 @@ const VIDEO_TAG_AT: usize = 5;
 const VIDEO_LAYER_AT: usize = 6;
 const VIDEO_KEY_AT: usize = 7;
 const AUDIO_TAG_AT: usize = 1;
-/// No client thread outlives this, whatever a failing test does.
-const PEER_LIFETIME: Duration = Duration::from_secs(60);
+/// No client thread outlives this, whatever a failing test does (the cascade's Redis outage
+/// test runs its media for over 60 s).
+const PEER_LIFETIME: Duration = Duration::from_secs(120);
 
 /// Starts an SFU on ephemeral loopback ports; `f` adjusts the config.
 pub async fn start_sfu(f: impl FnOnce(&mut SfuConfig)) -> RunningSfu {
