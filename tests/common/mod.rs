@@ -59,12 +59,12 @@ pub fn require_peer(name: &str) -> Option<PathBuf> {
     None
 }
 
-/// The coturn fixtures live in the shared folder beside the repository
+/// The coturn fixtures (BBB's two turnserver.conf files, unchanged) are in `tests/fixtures`
 /// (`PLENARY_FIXTURES` overrides).
 pub fn fixture(name: &str) -> PathBuf {
     let dir = match std::env::var_os("PLENARY_FIXTURES") {
         Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"),
     };
     let path = dir.join(name);
     assert!(
