@@ -151,7 +151,24 @@ impl Router {
     /// Carries `room` on cascade link `bit` or stops; the room's workers are told their new
     /// span (a worker new to a link syncs the room to it).
     pub(crate) fn set_link(&self, room: &str, bit: usize, on: bool) {
+        self.set_link_in(&mut self.places(), room, bit, on);
+    }
+
+    /// A cascade link is gone: no room is carried on it any more.
+    pub(crate) fn clear_link(&self, bit: usize) {
         let mut places = self.places();
+        let rooms: Vec<String> = places
+            .links
+            .iter()
+            .filter(|(_, m)| **m & (1 << bit) != 0)
+            .map(|(r, _)| r.clone())
+            .collect();
+        for room in rooms {
+            self.set_link_in(&mut places, &room, bit, false);
+        }
+    }
+
+    fn set_link_in(&self, places: &mut Places, room: &str, bit: usize, on: bool) {
         let links = places.links.entry(room.to_owned()).or_default();
         let before = *links;
         if on {
@@ -165,28 +182,6 @@ impl Router {
         }
         if now != before && places.rooms.contains_key(room) {
             self.tell_span(room, places.mask(room), None);
-        }
-    }
-
-    /// A cascade link is gone: no room is carried on it any more.
-    pub(crate) fn clear_link(&self, bit: usize) {
-        let mut places = self.places();
-        let rooms: Vec<String> = places
-            .links
-            .iter()
-            .filter(|(_, m)| **m & (1 << bit) != 0)
-            .map(|(r, _)| r.clone())
-            .collect();
-        for room in rooms {
-            if let Some(m) = places.links.get_mut(&room) {
-                *m &= !(1 << bit);
-                if *m == 0 {
-                    places.links.remove(&room);
-                }
-            }
-            if places.rooms.contains_key(&room) {
-                self.tell_span(&room, places.mask(&room), None);
-            }
         }
     }
 
@@ -396,6 +391,33 @@ mod tests {
         assert_eq!(spans(&rb), vec![0]);
         assert_eq!(r.join("big").index(), 1, "spills again");
         assert_eq!(spans(&rb), vec![0b11]);
+    }
+
+    #[test]
+    fn a_cascaded_room_spans_its_links_and_its_worker_leaves_them() {
+        let (a, ra) = mpsc::channel();
+        let (b, rb) = mpsc::channel();
+        let r = Router::new(vec![a, b], 0);
+        let link = 1u64 << LINK_BASE;
+        // The cascade links the room before its first join is routed.
+        r.set_link("big", LINK_BASE, true);
+        assert!(spans(&ra).is_empty(), "no worker holds the room yet");
+        let w = r.join("big").index();
+        let rx = if w == 0 { &ra } else { &rb };
+        assert_eq!(
+            spans(rx),
+            vec![(1 << w) | link],
+            "the first join syncs with the link"
+        );
+        // A second link comes and goes.
+        r.set_link("big", LINK_BASE + 1, true);
+        assert_eq!(spans(rx), vec![(1 << w) | link | (link << 1)]);
+        r.clear_link(LINK_BASE + 1);
+        assert_eq!(spans(rx), vec![(1 << w) | link]);
+        // The last member leaves: the worker drops the room (and the link's replica).
+        r.left("big", w);
+        assert_eq!(spans(rx), vec![0]);
+        assert_eq!(r.members(), 0);
     }
 
     #[test]
