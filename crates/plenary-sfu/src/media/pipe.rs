@@ -196,6 +196,7 @@ impl MediaLoop {
         let Some(slot) = t.layers.get_mut(layer) else {
             return;
         };
+        let new = slot.is_none();
         let l = slot.get_or_insert_with(|| super::model::Layer {
             ssrc,
             meter: crate::core::layers::RateMeter::default(),
@@ -203,7 +204,10 @@ impl MediaLoop {
         });
         l.ssrc = ssrc;
         l.last_bps = bps;
-        self.next_policy = Instant::now();
+        // A layer now choosable binds waiting slots at once; a new rate waits for the pass.
+        if new {
+            self.next_policy = Instant::now();
+        }
     }
 
     fn room_of_track(&self, track: u64) -> Option<String> {
