@@ -455,6 +455,8 @@ impl Session {
             ServerMsg::Redirect { url } => {
                 *self.redirect.lock().unwrap_or_else(|e| e.into_inner()) = Some(url);
             }
+            // The room gained or lost a node since `joined`: where to go if ours dies.
+            ServerMsg::Nodes { nodes } => self.nodes = nodes,
             ServerMsg::Paused { track } => self.pause(&track, true),
             ServerMsg::Resumed { track } => self.pause(&track, false),
             _ => {}
