@@ -14,7 +14,7 @@ mod common;
 #[path = "../crates/plenary-sfu/tests/common/mod.rs"]
 mod sfu_common;
 
-use common::sfu::{browser, poll};
+use common::sfu::{browser, leave_seen_by, poll, poll_every};
 use common::webdriver::{require_browser, Driver};
 use plenary_sfu::{serve, CascadeConfig, RunningSfu, SfuConfig};
 use serde_json::{json, Value};
@@ -404,19 +404,7 @@ fn chromium_room_participants_on_two_nodes_see_and_hear_each_other() {
 
     // Alice leaves node A: bob on node B is told.
     driver.switch_to(&alice);
-    driver.execute(
-        "document.getElementById('leave').click(); return true;",
-        json!([]),
-    );
-    driver.switch_to(&bob);
-    let gone = poll(
-        &driver,
-        r#"const done = arguments[arguments.length - 1];
-           const names = [...window.room.participants.values()].map((p) => p.name);
-           done({ ok: !names.includes('alice'), names });"#,
-        &json!([]),
-        Duration::from_secs(10),
-    );
+    let gone = leave_seen_by(&driver, &bob, "alice");
     assert!(
         gone.is_ok(),
         "bob on B still lists alice after she left A: {gone:?}"
@@ -431,23 +419,14 @@ fn epoch_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Like `poll`, every 100 ms until `deadline`, for timings finer than its 500 ms.
+/// `poll` every 100 ms until `deadline`, for timings finer than its 500 ms.
 fn poll_until(
     driver: &Driver,
     script: &str,
     args: &Value,
     deadline: Instant,
 ) -> Result<Value, Value> {
-    loop {
-        let v = driver.execute_async(script, args.clone());
-        if v["ok"] == json!(true) {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            return Err(v);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    poll_every(driver, script, args, deadline, Duration::from_millis(100))
 }
 
 /// index.html: wraps room.js's message handlers (its global `handlers`) to note in

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::sfu::{browser, poll, Sfu};
+use common::sfu::{browser, leave_seen_by, poll, Sfu};
 use common::webdriver::require_browser;
 use serde_json::json;
 use std::io::{Read, Write};
@@ -327,19 +327,7 @@ fn room_two_participants(sfu: Sfu) -> Option<Vec<String>> {
     }
 
     // Leaving is seen by the other participant.
-    driver.execute(
-        "document.getElementById('leave').click(); return true;",
-        json!([]),
-    );
-    driver.switch_to(&bob);
-    let gone = poll(
-        &driver,
-        r#"const done = arguments[arguments.length - 1];
-           const names = [...window.room.participants.values()].map((p) => p.name);
-           done({ ok: !names.includes('alice'), names });"#,
-        &json!([]),
-        Duration::from_secs(10),
-    );
+    let gone = leave_seen_by(&driver, &bob, "alice");
     assert!(
         gone.is_ok(),
         "bob still lists alice after she left: {gone:?}"

@@ -65,7 +65,23 @@ pub fn browser(chromedriver: &Path) -> Driver {
 /// Runs the async `script` with `args` until it answers `{ok: true, ...}`, at most `limit`.
 /// `Err` carries the last answer.
 pub fn poll(driver: &Driver, script: &str, args: &Value, limit: Duration) -> Result<Value, Value> {
-    let deadline = Instant::now() + limit;
+    poll_every(
+        driver,
+        script,
+        args,
+        Instant::now() + limit,
+        Duration::from_millis(500),
+    )
+}
+
+/// `poll` until `deadline`, every `every` (finer for timings).
+pub fn poll_every(
+    driver: &Driver,
+    script: &str,
+    args: &Value,
+    deadline: Instant,
+    every: Duration,
+) -> Result<Value, Value> {
     loop {
         let v = driver.execute_async(script, args.clone());
         if v["ok"] == json!(true) {
@@ -74,6 +90,24 @@ pub fn poll(driver: &Driver, script: &str, args: &Value, limit: Duration) -> Res
         if Instant::now() > deadline {
             return Err(v);
         }
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(every);
     }
+}
+
+/// The room page in the current window leaves; the page in `watcher` must stop listing
+/// `name` within 10 s. Err carries the watcher's last answer.
+pub fn leave_seen_by(driver: &Driver, watcher: &str, name: &str) -> Result<Value, Value> {
+    driver.execute(
+        "document.getElementById('leave').click(); return true;",
+        json!([]),
+    );
+    driver.switch_to(watcher);
+    poll(
+        driver,
+        r#"const [name, done] = [arguments[0], arguments[arguments.length - 1]];
+           const names = [...window.room.participants.values()].map((p) => p.name);
+           done({ ok: !names.includes(name), names });"#,
+        &json!([name]),
+        Duration::from_secs(10),
+    )
 }

@@ -6,23 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use plenary_cascade::link::{
-    Endpoint, Link, LinkConfig, LinkError, CLOSE_AUTH_TIMEOUT, CLOSE_PROTOCOL, CLOSE_WRONG_SECRET,
+    Endpoint, Link, LinkError, CLOSE_AUTH_TIMEOUT, CLOSE_PROTOCOL, CLOSE_WRONG_SECRET,
 };
 use plenary_cascade::wire::{self, ControlMsg, Kind, MediaPacket};
-use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 const SECRET: &[u8] = b"cluster secret for tests";
 const WAIT: Duration = Duration::from_secs(5);
-
-fn bind(node: &str, secret: &[u8]) -> (Endpoint, mpsc::Receiver<Link>) {
-    Endpoint::bind(LinkConfig {
-        node: node.into(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        secret: secret.to_vec(),
-    })
-    .expect("bind")
-}
 
 /// A connected pair: (a's link to b, b's link to a), plus the endpoints.
 async fn pair() -> (Endpoint, Endpoint, Link, Link) {
@@ -294,6 +284,7 @@ async fn a_silent_peer_is_declared_dead_within_four_seconds() {
 }
 
 mod raw;
+use raw::bind;
 
 #[tokio::test]
 async fn bad_control_frames_are_skipped_and_oversized_ones_close_the_link() {

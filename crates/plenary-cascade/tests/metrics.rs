@@ -5,25 +5,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use plenary_cascade::link::{Endpoint, Link, LinkConfig, LinkError};
+use plenary_cascade::link::LinkError;
 use plenary_cascade::metrics as names;
 use plenary_cascade::wire::{encode_control, ControlMsg, MediaPacket};
-use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 mod raw;
+use raw::bind;
 
 const SECRET: &[u8] = b"metrics test secret";
 const WAIT: Duration = Duration::from_secs(5);
-
-fn bind(node: &str, secret: &[u8]) -> (Endpoint, mpsc::Receiver<Link>) {
-    Endpoint::bind(LinkConfig {
-        node: node.into(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        secret: secret.to_vec(),
-    })
-    .expect("bind")
-}
 
 /// Running totals: the debugging recorder zeroes values on each snapshot, so counters and
 /// the inc/dec links gauge are summed; set-only gauges keep their largest value.

@@ -9,12 +9,11 @@ use std::time::Duration;
 use plenary_cascade::auth::{self, Role, EXPORTER_LABEL};
 use plenary_cascade::link::{ALPN, SERVER_NAME};
 use plenary_cascade::wire::{encode_control, ControlMsg};
+use plenary_ops::tls::AnyCertSignedHandshake;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{ConnectionError, RecvStream, SendStream};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 pub struct RawPeer {
     conn: quinn::Connection,
@@ -33,47 +32,12 @@ fn transport() -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
-#[derive(Debug)]
-struct TrustAnything(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for TrustAnything {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("tls 1.2".into()))
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 fn client_endpoint() -> quinn::Endpoint {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("tls13")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(TrustAnything(provider())))
+        .with_custom_certificate_verifier(Arc::new(AnyCertSignedHandshake::new(provider(), false)))
         .with_no_client_auth();
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let mut cfg =
@@ -89,6 +53,22 @@ fn exporter(conn: &quinn::Connection) -> [u8; 32] {
     conn.export_keying_material(&mut out, EXPORTER_LABEL, b"")
         .expect("exporter");
     out
+}
+
+/// An endpoint of `node` on a free loopback port (what every link test starts from).
+pub fn bind(
+    node: &str,
+    secret: &[u8],
+) -> (
+    plenary_cascade::link::Endpoint,
+    tokio::sync::mpsc::Receiver<plenary_cascade::link::Link>,
+) {
+    plenary_cascade::link::Endpoint::bind(plenary_cascade::link::LinkConfig {
+        node: node.into(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        secret: secret.to_vec(),
+    })
+    .expect("bind")
 }
 
 impl RawPeer {

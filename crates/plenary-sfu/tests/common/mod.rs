@@ -646,12 +646,19 @@ impl Client {
     /// `redirect` instead); `wait_joined` tells.
     pub async fn join_raw(http: SocketAddr, room: &str, name: &str) -> Client {
         let ws = ws_connect(http, room, None).await.expect("websocket opens");
+        let c = Client::open(ws);
+        c.send(json!({"type": "join", "name": name}));
+        c
+    }
+
+    /// The client's WebSocket task and subscribe peer, before anything is sent.
+    fn open(ws: Ws) -> Client {
         let (rtc, sock) = new_rtc(true);
         let sub = spawn_peer(rtc, sock, None, Arc::new(PeerShared::default()));
         let log = Arc::new(Mutex::new(Vec::new()));
         let (out, out_rx) = tokio::sync::mpsc::unbounded_channel();
         let task = tokio::spawn(ws_task(ws, out_rx, log.clone(), sub.cmds.clone()));
-        let c = Client {
+        Client {
             id: String::new(),
             log,
             out,
@@ -659,9 +666,7 @@ impl Client {
             sub,
             publ: None,
             pub_mids: (None, None),
-        };
-        c.send(json!({"type": "join", "name": name}));
-        c
+        }
     }
 
     /// Whether `joined` arrives within `limit` (sets the id when it does).
@@ -678,20 +683,7 @@ impl Client {
 
     /// Joins on `ws`, first sending `before` (raw text) if given.
     pub async fn join_on_after(ws: Ws, name: &str, before: Option<&str>) -> Client {
-        let (rtc, sock) = new_rtc(true);
-        let sub = spawn_peer(rtc, sock, None, Arc::new(PeerShared::default()));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (out, out_rx) = tokio::sync::mpsc::unbounded_channel();
-        let task = tokio::spawn(ws_task(ws, out_rx, log.clone(), sub.cmds.clone()));
-        let mut c = Client {
-            id: String::new(),
-            log,
-            out,
-            task,
-            sub,
-            publ: None,
-            pub_mids: (None, None),
-        };
+        let mut c = Client::open(ws);
         if let Some(text) = before {
             c.send_raw(text);
         }
