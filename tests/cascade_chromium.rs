@@ -55,6 +55,7 @@ impl Cluster {
                     workers: 1,
                     cascade: Some(CascadeConfig {
                         listen: any,
+                        advertise: None,
                         directory: redis.url(),
                         secret: SECRET.to_vec(),
                         node: (*name).to_owned(),
@@ -109,8 +110,8 @@ impl Cluster {
         self.node(from)
             .cascade_stats()
             .iter()
-            .filter(|(peer, _, _)| peer == to)
-            .map(|(_, tx, _)| *tx)
+            .filter(|l| l.peer == to)
+            .map(|l| l.tx_bytes)
             .sum()
     }
 }

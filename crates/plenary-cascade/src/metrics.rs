@@ -15,6 +15,9 @@ pub const DATAGRAMS_DROPPED: &str = "plenary_cascade_datagrams_dropped_total";
 pub const AUTH_FAILURES: &str = "plenary_cascade_auth_failures_total";
 pub const BAD_FRAMES: &str = "plenary_cascade_bad_frames_total";
 pub const STALLS: &str = "plenary_cascade_link_stalls_total";
+pub const NACKED: &str = "plenary_cascade_nacked_total";
+pub const RESENT: &str = "plenary_cascade_resent_total";
+pub const REPAIR_MISSED: &str = "plenary_cascade_repair_missed_total";
 
 /// Registers HELP text for the cascade metrics; call after the exporter is installed.
 pub fn describe() {
@@ -42,7 +45,8 @@ pub fn describe() {
         MetricDesc {
             name: DATAGRAMS_LOST,
             kind: MetricKind::Counter,
-            help: "QUIC packets declared lost on the link (media is not retransmitted), by peer.",
+            help: "QUIC packets declared lost on the link, by peer (media is repaired by \
+                   plenary_cascade_nacked_total, not by QUIC).",
         },
         MetricDesc {
             name: DATAGRAMS_DROPPED,
@@ -64,6 +68,23 @@ pub fn describe() {
             name: STALLS,
             kind: MetricKind::Counter,
             help: "Links closed because the peer stopped draining control messages, by peer.",
+        },
+        MetricDesc {
+            name: NACKED,
+            kind: MetricKind::Counter,
+            help: "Video packets missing on the link that this node asked the peer for again, \
+                   by peer.",
+        },
+        MetricDesc {
+            name: RESENT,
+            kind: MetricKind::Counter,
+            help: "Video packets sent again to the peer because it asked, by peer.",
+        },
+        MetricDesc {
+            name: REPAIR_MISSED,
+            kind: MetricKind::Counter,
+            help: "Packets the peer asked for that this node no longer kept (or never sent on \
+                   the link), by peer.",
         },
     ]);
 }

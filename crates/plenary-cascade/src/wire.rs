@@ -116,7 +116,17 @@ pub enum ControlMsg {
         ssrc: u32,
         bps: u64,
     },
+    /// Hop-by-hop loss repair: the sender missed these RTP sequence numbers (low 16 bits) of
+    /// a layer of the receiver's track on the link, and asks for them again.
+    Nack {
+        track: u64,
+        layer: u8,
+        seqs: Vec<u16>,
+    },
 }
+
+/// Most sequence numbers one `Nack` asks for: a longer hole is better healed by a keyframe.
+pub const MAX_NACK_SEQS: usize = 64;
 
 mod control;
 mod datagram;

@@ -47,6 +47,7 @@ struct Doc {
 struct CascadeDoc {
     directory: Option<String>,
     listen: Option<String>,
+    advertise: Option<String>,
     node: Option<String>,
     cluster_secret: Option<String>,
     cluster_secret_file: Option<String>,
@@ -276,6 +277,7 @@ pub fn parse_toml(text: &str, file: &str) -> Result<(SfuConfig, OpsConfig), Conf
 pub fn default_cascade() -> crate::CascadeConfig {
     crate::CascadeConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 8282)),
+        advertise: None,
         directory: String::new(),
         secret: Vec::new(),
         node: hostname(),
@@ -300,6 +302,14 @@ pub fn check_cascade(c: &crate::CascadeConfig) -> Result<(), String> {
     }
     if c.secret.len() < 16 {
         return Err("cascading needs a cluster secret of at least 16 bytes: set [cascade] cluster-secret(-file) or --cluster-secret(-file); every node of the cluster uses the same".into());
+    }
+    let dialled = c.advertise.unwrap_or(c.listen);
+    if dialled.ip().is_unspecified() || (dialled.port() == 0 && c.advertise.is_some()) {
+        return Err(format!(
+            "other nodes cannot dial {dialled}: with cascade listen on {}, set [cascade] advertise \
+             (or --cascade-advertise) to the IP:PORT they reach this node's links at",
+            c.listen
+        ));
     }
     if c.node.is_empty() || c.node.contains(char::is_whitespace) {
         return Err(format!(
@@ -338,6 +348,9 @@ fn cascade_doc(
     c.directory = directory;
     if let Some(v) = set(&d.listen) {
         c.listen = addr("cascade.listen", &v)?;
+    }
+    if let Some(v) = set(&d.advertise) {
+        c.advertise = Some(addr("cascade.advertise", &v)?);
     }
     if let Some(v) = set(&d.node) {
         c.node = v;
@@ -427,5 +440,23 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("redis://"), "{e}");
+    }
+
+    #[test]
+    fn a_wildcard_cascade_listener_needs_an_advertised_address() {
+        let base = "[cascade]\ndirectory = \"redis://127.0.0.1:6379\"\ncluster-secret = \"0123456789abcdef0\"\nlisten = \"0.0.0.0:8282\"\n";
+        let e = parse_toml(base, "c.toml").unwrap_err();
+        assert!(e.to_string().contains("advertise"), "{e}");
+        let (c, _) = parse_toml(
+            &format!("{base}advertise = \"192.0.2.7:8282\"\n"),
+            "c.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.cascade.unwrap().advertise,
+            Some("192.0.2.7:8282".parse().unwrap())
+        );
+        let e = parse_toml(&format!("{base}advertise = \"nowhere\"\n"), "c.toml").unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
     }
 }

@@ -27,7 +27,7 @@ pub mod signal;
 pub mod token;
 mod workers;
 
-pub use cascade::CascadeConfig;
+pub use cascade::{CascadeConfig, LinkStats};
 use http::handle;
 use media::MediaLoop;
 pub use metrics_desc::describe_metrics;
@@ -192,10 +192,13 @@ impl RunningSfu {
         }
     }
 
-    /// Stops accepting HTTP, ends the media loop and waits for both.
-    /// Cascade links: (peer node, media bytes sent, media bytes received). Empty on a single
-    /// node.
-    pub fn cascade_stats(&self) -> Vec<(String, u64, u64)> {
+    /// The address this node's cascade links listen on (None on a single node).
+    pub fn cascade_addr(&self) -> Option<SocketAddr> {
+        self.shared.cascade.as_ref().map(|c| c.link_addr())
+    }
+
+    /// Cascade links, one entry per open link. Empty on a single node.
+    pub fn cascade_stats(&self) -> Vec<LinkStats> {
         self.shared
             .cascade
             .as_ref()
@@ -203,6 +206,7 @@ impl RunningSfu {
             .unwrap_or_default()
     }
 
+    /// Stops accepting HTTP, ends the media loop and waits for both.
     pub async fn shutdown(mut self) {
         if let Some(c) = &self.shared.cascade {
             c.stop().await;

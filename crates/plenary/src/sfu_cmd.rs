@@ -44,6 +44,10 @@ pub struct SfuArgs {
     /// [cascade] listen; default 127.0.0.1:8282).
     #[arg(long = "cascade", value_name = "ADDR")]
     cascade_listen: Option<SocketAddr>,
+    /// Cascade: the address other nodes dial for this node's links, when it is not the
+    /// listen address (a 0.0.0.0 listener, NAT, a proxy). Overrides [cascade] advertise.
+    #[arg(long, value_name = "IP:PORT")]
+    cascade_advertise: Option<SocketAddr>,
     /// Cascade: the Redis (or Valkey) directory every node of the cluster shares,
     /// redis://HOST:PORT[/DB]. Without it (and without [cascade] directory) the SFU is a
     /// single node.
@@ -93,6 +97,7 @@ pub fn load(args: &SfuArgs) -> anyhow::Result<(SfuConfig, OpsConfig, String)> {
         ops.log_level = l.clone();
     }
     let flags = args.cascade_listen.is_some()
+        || args.cascade_advertise.is_some()
         || args.directory.is_some()
         || args.cluster_secret.is_some()
         || args.cluster_secret_file.is_some()
@@ -104,6 +109,9 @@ pub fn load(args: &SfuArgs) -> anyhow::Result<(SfuConfig, OpsConfig, String)> {
             .unwrap_or_else(plenary_sfu::config::default_cascade);
         if let Some(a) = args.cascade_listen {
             c.listen = a;
+        }
+        if let Some(a) = args.cascade_advertise {
+            c.advertise = Some(a);
         }
         if let Some(d) = &args.directory {
             c.directory = d.clone();

@@ -107,6 +107,11 @@ mod tests {
                 layers: 0b101,
             },
             ControlMsg::Draining,
+            ControlMsg::Nack {
+                track: 7,
+                layer: 1,
+                seqs: vec![65_535, 0, 1],
+            },
         ]
     }
 

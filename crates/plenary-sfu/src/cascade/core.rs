@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use plenary_cascade::wire::{ControlMsg, Kind, MediaPacket};
+use plenary_cascade::wire::{ControlMsg, Kind, MediaPacket, MAX_NACK_SEQS};
 use rustc_hash::FxHashMap;
 use str0m::media::{MediaKind, Mid, Rid};
 
@@ -23,6 +23,8 @@ use crate::media::model::Packet;
 use crate::media::{PipeMsg, TrackUp};
 use crate::signal::TrackSource;
 use crate::workers::{worker_of, LINK_BASE, WORKER_BITS};
+
+use super::repair::{holes, RepairStats, SentRing};
 
 /// How often layers kept off the link are described to the far side.
 pub(crate) const LAYER_INFO_INTERVAL: Duration = Duration::from_secs(1);
@@ -55,6 +57,8 @@ struct RoomMirror {
 struct RemoteTrack {
     room: String,
     codec: Codec,
+    /// Video layers are repaired on the link; audio is not (Opus conceals a lost frame).
+    video: bool,
     /// Last extended sequence number per layer (the link carries 16 bits).
     seq: [Option<u64>; 3],
 }
@@ -80,8 +84,11 @@ pub(crate) struct LinkCore {
     announced: FxHashMap<u64, ControlMsg>,
     seen: FxHashMap<(u64, u8), LayerSeen>,
     last_info: Option<Instant>,
+    /// Video packets of our tracks sent on the link, per (track, layer), for repair.
+    sent: FxHashMap<(u64, u8), SentRing>,
     /// Datagrams for tracks the far side never announced.
     pub unknown_flows: u64,
+    pub repair: RepairStats,
 }
 
 impl LinkCore {
@@ -96,7 +103,9 @@ impl LinkCore {
             announced: FxHashMap::default(),
             seen: FxHashMap::default(),
             last_info: None,
+            sent: FxHashMap::default(),
             unknown_flows: 0,
+            repair: RepairStats::default(),
         }
     }
 
@@ -264,6 +273,10 @@ impl LinkCore {
             if wanted & (1 << layer) == 0 {
                 return;
             }
+            self.sent
+                .entry((track, layer))
+                .or_insert_with(SentRing::new)
+                .keep(&packet);
         }
         out.push(Action::Media {
             track,
@@ -296,6 +309,7 @@ impl LinkCore {
         }
         let announced = &self.announced;
         self.seen.retain(|(t, _), _| announced.contains_key(t));
+        self.sent.retain(|(t, _), _| announced.contains_key(t));
     }
 
     /// A control message from the far side (not `Hello`, `Room`, `RoomGone`: the driver's).
@@ -326,6 +340,7 @@ impl LinkCore {
                 ref room,
                 id,
                 ref codec,
+                kind,
                 ..
             } => {
                 let codec = codec_from_wire(codec);
@@ -347,6 +362,7 @@ impl LinkCore {
                     .or_insert(RemoteTrack {
                         room,
                         codec,
+                        video: kind == Kind::Video,
                         seq: [None; 3],
                     })
                     .codec = codec;
@@ -415,6 +431,25 @@ impl LinkCore {
                     },
                 ));
             }
+            ControlMsg::Nack { track, layer, seqs } if Self::ours(track) => {
+                let Some(ring) = self.sent.get(&(track, layer.min(2))) else {
+                    self.repair.missed += seqs.len() as u64;
+                    return;
+                };
+                for seq in seqs.into_iter().take(MAX_NACK_SEQS) {
+                    match ring.find(seq) {
+                        Some(p) => {
+                            self.repair.resent += 1;
+                            out.push(Action::Media {
+                                track,
+                                layer: layer.min(2),
+                                packet: p.clone(),
+                            });
+                        }
+                        None => self.repair.missed += 1,
+                    }
+                }
+            }
             ControlMsg::LayerInfo {
                 track,
                 layer,
@@ -440,10 +475,12 @@ impl LinkCore {
     }
 
     /// A media datagram from the far side: the workers of its room and the packet for them.
+    /// A hole in a video layer's sequence numbers asks the far side for the missing packets.
     pub(crate) fn on_datagram(
         &mut self,
         p: &MediaPacket<'_>,
         now: Instant,
+        out: &mut Vec<Action>,
     ) -> Option<(u64, PipeMsg)> {
         let pseudo = self.pseudo;
         let Some(t) = self.remote_tracks.get_mut(&p.track) else {
@@ -451,7 +488,16 @@ impl LinkCore {
             return None;
         };
         let layer = usize::from(p.layer.min(2));
+        let prev = t.seq[layer];
         let seq = unwrap_seq(&mut t.seq[layer], p.seq);
+        if let Some(seqs) = prev.filter(|_| t.video).and_then(|prev| holes(prev, seq)) {
+            self.repair.nacked += seqs.len() as u64;
+            out.push(Action::Control(ControlMsg::Nack {
+                track: p.track,
+                layer: layer as u8,
+                seqs,
+            }));
+        }
         let to = self.rooms.get(&t.room).map_or(0, |m| m.workers);
         let packet = Packet {
             ssrc: p.ssrc,

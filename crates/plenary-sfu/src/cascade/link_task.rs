@@ -73,7 +73,7 @@ pub(super) async fn run(
                 bytes.rx.fetch_add(dg.len() as u64, Relaxed);
                 match decode_datagram(&dg) {
                     Ok(p) => {
-                        if let Some((mask, msg)) = core.on_datagram(&p, Instant::now()) {
+                        if let Some((mask, msg)) = core.on_datagram(&p, Instant::now(), &mut out) {
                             to_workers(shared, mask, msg);
                         }
                     }
@@ -96,6 +96,12 @@ pub(super) async fn run(
                     }
                     core.unknown_flows = 0;
                 }
+                let repair = std::mem::take(&mut core.repair);
+                metrics::counter!(plenary_cascade::metrics::NACKED, "peer" => link.peer.clone()).increment(repair.nacked);
+                metrics::counter!(plenary_cascade::metrics::RESENT, "peer" => link.peer.clone()).increment(repair.resent);
+                metrics::counter!(plenary_cascade::metrics::REPAIR_MISSED, "peer" => link.peer.clone()).increment(repair.missed);
+                bytes.nacked.fetch_add(repair.nacked, Relaxed);
+                bytes.resent.fetch_add(repair.resent, Relaxed);
                 // Workers that left a room get no more of it.
                 for room in core.rooms().map(str::to_owned).collect::<Vec<_>>() {
                     core.worker_left(&room, shared.router.local_mask(&room));

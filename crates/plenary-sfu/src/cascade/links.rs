@@ -7,24 +7,24 @@ use std::sync::Arc;
 use plenary_cascade::link::Link;
 use plenary_cascade::wire::ControlMsg;
 
-use super::{link_task, Cascade, LinkBytes, LinkEntry, DIAL_RACE, LINK_QUEUE};
+use super::{link_task, Cascade, LinkBytes, LinkEntry, LinkStats, DIAL_RACE, LINK_QUEUE};
 use crate::workers::{LINK_BASE, MAX_LINKS};
 use crate::Shared;
 
 impl Cascade {
-    /// Per open link: (peer node, media bytes sent, media bytes received).
-    pub(crate) fn stats(&self) -> Vec<(String, u64, u64)> {
+    /// Per open link: its peer and what went through it.
+    pub(crate) fn stats(&self) -> Vec<LinkStats> {
         use std::sync::atomic::Ordering::Relaxed;
         self.state()
             .links
             .iter()
             .flatten()
-            .map(|l| {
-                (
-                    l.peer.clone(),
-                    l.bytes.tx.load(Relaxed),
-                    l.bytes.rx.load(Relaxed),
-                )
+            .map(|l| LinkStats {
+                peer: l.peer.clone(),
+                tx_bytes: l.bytes.tx.load(Relaxed),
+                rx_bytes: l.bytes.rx.load(Relaxed),
+                nacked: l.bytes.nacked.load(Relaxed),
+                resent: l.bytes.resent.load(Relaxed),
             })
             .collect()
     }

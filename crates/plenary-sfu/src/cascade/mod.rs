@@ -12,6 +12,7 @@
 mod core;
 mod link_task;
 mod links;
+mod repair;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -38,6 +39,9 @@ const LINK_QUEUE: usize = 8192;
 pub struct CascadeConfig {
     /// QUIC listen address of the links (UDP).
     pub listen: SocketAddr,
+    /// The address other nodes dial, registered in the directory (default: the bound
+    /// listen address). Needed behind a 0.0.0.0 listener, NAT or a proxy.
+    pub advertise: Option<SocketAddr>,
     /// `redis://HOST:PORT[/DB]`.
     pub directory: String,
     pub secret: Vec<u8>,
@@ -54,6 +58,7 @@ impl std::fmt::Debug for CascadeConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CascadeConfig")
             .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
             .field("directory", &self.directory)
             .field("secret", &"<redacted>")
             .field("node", &self.node)
@@ -72,11 +77,28 @@ pub(crate) enum JoinRefusal {
     Directory(String),
 }
 
-/// Media bytes through one link (datagrams as encoded), read by `RunningSfu::cascade_stats`.
+/// What went through one link, updated by its task, read by `RunningSfu::cascade_stats`.
 #[derive(Default)]
 pub(crate) struct LinkBytes {
+    /// Media datagrams as encoded.
     pub tx: std::sync::atomic::AtomicU64,
     pub rx: std::sync::atomic::AtomicU64,
+    pub nacked: std::sync::atomic::AtomicU64,
+    pub resent: std::sync::atomic::AtomicU64,
+}
+
+/// One open cascade link, as `RunningSfu::cascade_stats` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkStats {
+    /// The other node's name.
+    pub peer: String,
+    /// Media datagram bytes sent to and received from it.
+    pub tx_bytes: u64,
+    pub rx_bytes: u64,
+    /// Video packets this node asked it to send again (holes seen on the link).
+    pub nacked: u64,
+    /// Video packets this node sent again because it asked.
+    pub resent: u64,
 }
 
 struct LinkEntry {
@@ -252,7 +274,7 @@ impl Cascade {
         NodeInfo {
             name: self.node.clone(),
             http: self.public_url.clone(),
-            cascade: self.endpoint.local_addr(),
+            cascade: self.config.advertise.unwrap_or(self.endpoint.local_addr()),
             load: load as u32,
             max_load: self.config.max_load,
             draining: self.draining.load(std::sync::atomic::Ordering::Relaxed),

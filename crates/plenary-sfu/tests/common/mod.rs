@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod lossy_udp;
 pub mod redis;
 
 use std::collections::{HashMap, HashSet};

@@ -216,7 +216,7 @@ fn remote_ids_map_to_the_links_pseudo_worker_and_back() {
         voice_activity: None,
         payload: &[1, 2, 3],
     };
-    let (mask, msg) = core.on_datagram(&dg, Instant::now()).unwrap();
+    let (mask, msg) = core.on_datagram(&dg, Instant::now(), &mut out).unwrap();
     assert_eq!(mask, 0b10);
     let PipeMsg::Media { track, packet, .. } = msg else {
         panic!("not media")
@@ -230,6 +230,7 @@ fn remote_ids_map_to_the_links_pseudo_worker_and_back() {
                 ..dg.clone()
             },
             Instant::now(),
+            &mut out,
         )
         .unwrap();
     let PipeMsg::Media { packet, .. } = msg else {
@@ -238,7 +239,11 @@ fn remote_ids_map_to_the_links_pseudo_worker_and_back() {
     assert_eq!(packet.seq, first + 1, "the 16-bit wrap is unwrapped");
     // Unknown flows are counted, not forwarded.
     assert!(core
-        .on_datagram(&MediaPacket { track: 0x999, ..dg }, Instant::now())
+        .on_datagram(
+            &MediaPacket { track: 0x999, ..dg },
+            Instant::now(),
+            &mut out
+        )
         .is_none());
     assert_eq!(core.unknown_flows, 1);
 }
@@ -306,4 +311,148 @@ fn sequence_numbers_unwrap_forward_and_tolerate_reordering() {
     let c = unwrap_seq(&mut last, 1);
     let d = unwrap_seq(&mut last, 0);
     assert_eq!((b - a, c - b, c - d), (1, 2, 1));
+}
+
+/// Carries what one core sent to the other: control messages and encoded media.
+fn deliver(from: &mut Vec<Action>, to: &mut LinkCore, drop_seq: Option<u64>) -> Vec<Action> {
+    let mut back = Vec::new();
+    for a in from.drain(..) {
+        match a {
+            Action::Control(c) => to.on_control(c, &mut back),
+            Action::Media {
+                track,
+                layer,
+                packet,
+            } if Some(packet.seq) != drop_seq => {
+                let p = MediaPacket {
+                    track,
+                    layer,
+                    ssrc: packet.ssrc,
+                    pt: *packet.pt,
+                    seq: packet.seq as u16,
+                    ts: packet.ts,
+                    marker: packet.marker,
+                    audio_level: None,
+                    voice_activity: None,
+                    payload: &packet.payload,
+                };
+                if let Some((_, msg)) = to.on_datagram(&p, Instant::now(), &mut back) {
+                    back.push(Action::Workers(0, msg));
+                }
+            }
+            _ => {}
+        }
+    }
+    back
+}
+
+fn delivered_seqs(actions: &[Action]) -> Vec<u16> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Workers(_, PipeMsg::Media { packet, .. }) => Some(packet.seq as u16),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_video_packet_lost_on_the_link_is_asked_for_and_sent_again() {
+    let mut owner = LinkCore::new(0);
+    let mut far = LinkCore::new(0);
+    let mut out = Vec::new();
+    owner.on_worker_msg(
+        track_up(OUR_TRACK, (2 << 8) | 5, MediaKind::Video),
+        &mut out,
+    );
+    // The far side learns the track, and one of its workers watches layer 0.
+    let mut back = deliver(&mut out, &mut far, None);
+    let far_track = far.local_id(OUR_TRACK);
+    far.on_worker_msg(
+        PipeMsg::Demand {
+            track: far_track,
+            from: 1,
+            layers: 1,
+        },
+        &mut back,
+    );
+    let mut to_owner = std::mem::take(&mut back);
+    let told = deliver(&mut to_owner, &mut owner, None);
+    assert!(
+        matches!(told[..], [Action::Workers(_, PipeMsg::Demand { layers: 1, .. })]),
+        "the owner's worker hears the demand"
+    );
+
+    let send = |owner: &mut LinkCore, seq: u64, out: &mut Vec<Action>| {
+        owner.on_worker_msg(
+            PipeMsg::Media {
+                track: OUR_TRACK,
+                layer: 0,
+                codec: Codec::Vp8,
+                packet: packet(7, seq, 900),
+            },
+            out,
+        )
+    };
+    for seq in 100..=102 {
+        send(&mut owner, seq, &mut out);
+    }
+    // 101 is lost on the link: the far side sees the hole at 102 and asks for it.
+    let mut back = deliver(&mut out, &mut far, Some(101));
+    assert_eq!(delivered_seqs(&back), [100, 102]);
+    let nacks = controls(&back);
+    assert_eq!(
+        nacks,
+        [ControlMsg::Nack {
+            track: OUR_TRACK,
+            layer: 0,
+            seqs: vec![101]
+        }]
+    );
+    assert_eq!(far.repair.nacked, 1);
+    let mut resent = deliver(&mut back, &mut owner, None);
+    assert_eq!(owner.repair.resent, 1);
+    assert_eq!(media_count(&resent), 1);
+    // The repair reaches the far side's workers, late but whole, and asks for nothing more.
+    let repaired = deliver(&mut resent, &mut far, None);
+    assert_eq!(delivered_seqs(&repaired), [101]);
+    assert!(controls(&repaired).is_empty());
+
+    // A packet the owner no longer keeps (or never sent) is counted, not invented.
+    owner.on_control(
+        ControlMsg::Nack {
+            track: OUR_TRACK,
+            layer: 0,
+            seqs: vec![5],
+        },
+        &mut out,
+    );
+    assert_eq!(media_count(&out), 0);
+    assert_eq!(owner.repair.missed, 1);
+}
+
+#[test]
+fn audio_holes_are_not_asked_for() {
+    let mut owner = LinkCore::new(0);
+    let mut far = LinkCore::new(0);
+    let mut out = Vec::new();
+    owner.on_worker_msg(
+        track_up(OUR_TRACK, (2 << 8) | 5, MediaKind::Audio),
+        &mut out,
+    );
+    deliver(&mut out, &mut far, None);
+    for seq in [10, 12] {
+        owner.on_worker_msg(
+            PipeMsg::Media {
+                track: OUR_TRACK,
+                layer: 0,
+                codec: Codec::Opus,
+                packet: packet(3, seq, 80),
+            },
+            &mut out,
+        );
+    }
+    let back = deliver(&mut out, &mut far, None);
+    assert_eq!(delivered_seqs(&back), [10, 12]);
+    assert!(controls(&back).is_empty(), "{:?}", controls(&back));
 }
