@@ -309,12 +309,15 @@ const handlers = {
   nodes(m) {
     room.nodes = m.nodes || [];
   },
-  participant_joined(m) {
-    if (m.participant !== room.me) addParticipant(m.participant, m.name, []);
-  },
-  participant_left(m) {
-    room.participants.delete(m.participant);
-    render(m.participant);
+  // Joins and leaves since the last such message (coalesced by the server, applied as a set).
+  participants(m) {
+    for (const p of m.joined || []) {
+      if (p.id !== room.me) addParticipant(p.id, p.name, []);
+    }
+    for (const id of m.left || []) {
+      room.participants.delete(id);
+      render(id);
+    }
   },
   track_published(m) {
     if (m.participant === room.me) {

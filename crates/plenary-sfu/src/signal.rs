@@ -1,5 +1,7 @@
 //! Room API messages (JSON over WebSocket), as documented in docs/decisions/0003.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// Largest client message we parse; SDP offers with many m-lines stay well below.
@@ -78,13 +80,12 @@ pub enum ServerMsg {
         sdp: String,
         slots: Vec<SlotInfo>,
     },
-    ParticipantJoined {
-        participant: String,
-        name: String,
-    },
-    ParticipantLeft {
-        participant: String,
-        name: String,
+    /// Who joined and left the room since the last such message: at most one every 250 ms
+    /// per room, never the whole list again. Apply as a set: a joined id already known (or
+    /// the receiver's own) and a left id never seen are ignored.
+    Participants {
+        joined: Arc<[ParticipantBrief]>,
+        left: Arc<[String]>,
     },
     TrackPublished {
         participant: String,
@@ -123,6 +124,12 @@ pub enum ServerMsg {
     Nodes {
         nodes: Vec<String>,
     },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantBrief {
+    pub id: String,
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -725,3 +725,102 @@ async fn whep_programme_feed_follows_the_speaker() {
     b.leave().await;
     sfu.shutdown().await;
 }
+
+/// A WebSocket that joins and only reads: counts what it is sent, by type.
+async fn raw_joiner(
+    http: std::net::SocketAddr,
+    room: &str,
+    name: String,
+) -> tokio::task::JoinHandle<std::collections::HashMap<String, usize>> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut ws = ws_connect(http, room, None).await.expect("websocket opens");
+    let join = serde_json::json!({"type": "join", "name": name}).to_string();
+    ws.send(Message::text(join)).await.expect("join sent");
+    tokio::spawn(async move {
+        let mut seen = std::collections::HashMap::new();
+        // Ends when the test drops the task or after 60 s, whatever a failing test does.
+        let until = tokio::time::Instant::now() + 60 * SEC;
+        while let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout_at(until, ws.next()).await {
+            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap_or_default();
+            *seen
+                .entry(v["type"].as_str().unwrap_or("?").to_owned())
+                .or_insert(0) += 1;
+        }
+        seen
+    })
+}
+
+/// 80 people join at once and 40 leave: members hear of them in coalesced `participants`
+/// deltas, at most one per 250 ms, and nobody gets the full list twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_and_leaves_reach_the_room_as_coalesced_deltas() {
+    let _serial = SERIAL.lock().await;
+    let sfu = start_sfu(|c| c.workers = 1).await;
+    let http = sfu.http_addr();
+    let observer = Client::join(http, "big", "observer").await;
+    let started = std::time::Instant::now();
+    let mut joiners = Vec::new();
+    for i in 0..80 {
+        joiners.push(raw_joiner(http, "big", format!("j{i}")).await);
+    }
+    let all_in = eventually(10 * SEC, || {
+        observer.of_type("participant_joined").len() >= 80
+    })
+    .await;
+    let joins_took = started.elapsed();
+    let deltas = observer.of_type("participants").len();
+    assert!(
+        all_in,
+        "observer saw {} joins",
+        observer.of_type("participant_joined").len()
+    );
+    // One delta per 250 ms at most (plus the first, sent at once).
+    let allowed = (joins_took.as_millis() / 250) as usize + 2;
+    println!("80 joins in {joins_took:?}: the observer got {deltas} participants messages (allowed {allowed})");
+    assert!(deltas <= allowed, "{deltas} deltas in {joins_took:?}");
+    assert!(
+        deltas < 40,
+        "joins are coalesced: {deltas} messages for 80 joins"
+    );
+    assert_eq!(
+        observer.of_type("joined").len(),
+        1,
+        "the full list is sent once"
+    );
+
+    // Half of them leave (their sockets close).
+    let before = observer.of_type("participants").len();
+    let leaving: Vec<_> = joiners.drain(..40).collect();
+    for j in &leaving {
+        j.abort();
+    }
+    let t_leave = std::time::Instant::now();
+    assert!(
+        eventually(10 * SEC, || observer.of_type("participant_left").len()
+            >= 40)
+        .await,
+        "observer saw {} leaves",
+        observer.of_type("participant_left").len()
+    );
+    let leave_deltas = observer.of_type("participants").len() - before;
+    let allowed = (t_leave.elapsed().as_millis() / 250) as usize + 2;
+    assert!(
+        leave_deltas <= allowed,
+        "{leave_deltas} deltas for 40 leaves"
+    );
+
+    // What each remaining joiner was sent: one `joined`, and deltas, never a list per join.
+    tokio::time::sleep(SEC).await;
+    let elapsed = started.elapsed();
+    sfu.shutdown().await;
+    for j in joiners {
+        let seen = j.await.expect("reader task");
+        assert_eq!(seen.get("joined"), Some(&1), "{seen:?}");
+        let deltas = seen.get("participants").copied().unwrap_or(0);
+        assert!(
+            deltas <= (elapsed.as_millis() / 250) as usize + 2,
+            "a joiner got {deltas} deltas in {elapsed:?}: {seen:?}"
+        );
+    }
+}

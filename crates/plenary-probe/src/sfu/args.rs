@@ -25,7 +25,7 @@ pub enum Api {
 /// the limit, or nobody could join).
 #[derive(Args, Clone, Debug)]
 pub struct SfuProbeArgs {
-    /// Scenario: webinar, assembly, meeting (built in, same as loadtest/NAME.toml) or a
+    /// Scenario: webinar, assembly, meeting, assembly-500 (built in, same as loadtest/NAME.toml) or a
     /// path to a scenario file.
     #[arg(long, default_value = "webinar")]
     pub scenario: String,

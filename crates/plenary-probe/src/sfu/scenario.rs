@@ -10,13 +10,17 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// The scenarios shipped in `loadtest/`, so `--scenario webinar` works from anywhere.
-pub const BUILTIN: [(&str, &str); 3] = [
+pub const BUILTIN: [(&str, &str); 4] = [
     ("webinar", include_str!("../../../../loadtest/webinar.toml")),
     (
         "assembly",
         include_str!("../../../../loadtest/assembly.toml"),
     ),
     ("meeting", include_str!("../../../../loadtest/meeting.toml")),
+    (
+        "assembly-500",
+        include_str!("../../../../loadtest/assembly-500.toml"),
+    ),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -172,10 +172,7 @@ impl MediaLoop {
         self.room_mut(&room).participants.push(id);
         self.pipe_participant_up(id);
         if publishes {
-            self.announce(id, |pid, name| ServerMsg::ParticipantJoined {
-                participant: pid,
-                name,
-            });
+            self.person_joined(id);
         }
         self.peers
             .insert(peer_id, Peer::new(id, kind, rtc, Instant::now()));
@@ -184,8 +181,10 @@ impl MediaLoop {
         Ok((id, answer.to_sdp_string()))
     }
 
-    /// Sends to every other visible room member with events.
-    pub(super) fn announce(&self, from: u64, msg: impl Fn(String, String) -> ServerMsg) {
+    /// Sends to every other visible room member with events, after the room's pending joins
+    /// and leaves (so nobody hears of a track before its owner).
+    pub(super) fn announce(&mut self, from: u64, msg: impl Fn(String, String) -> ServerMsg) {
+        self.flush_people_of(from);
         let Some(p) = self.participants.get(&from) else {
             return;
         };
@@ -274,10 +273,7 @@ impl MediaLoop {
         );
         self.room_mut(&room).participants.push(id);
         self.pipe_participant_up(id);
-        self.announce(id, |pid, name| ServerMsg::ParticipantJoined {
-            participant: pid,
-            name,
-        });
+        self.person_joined(id);
         // The subscribe connection starts with the audio slots, offered by us.
         let rtc = self.new_rtc(true).map_err(|(_, m)| m)?;
         let peer_id = self.new_id();
@@ -405,10 +401,7 @@ impl MediaLoop {
             });
         }
         if p.visible {
-            self.announce(id, |pid, name| ServerMsg::ParticipantLeft {
-                participant: pid,
-                name,
-            });
+            self.person_left(id);
         }
         let Some(p) = self.participants.remove(&id) else {
             return;

@@ -20,6 +20,7 @@ mod forward;
 mod io;
 pub(crate) mod model;
 mod peer;
+mod people;
 mod pipe;
 mod policy;
 mod room_api;
@@ -68,6 +69,8 @@ pub(crate) struct MediaLoop {
     by_addr: FxHashMap<SocketAddr, u64>,
     next_id: u64,
     next_policy: Instant,
+    /// Earliest time a room's joins and leaves are due to its members.
+    people_due: Option<Instant>,
     stats: Stats,
     // Reused so the steady state does not allocate.
     events: Vec<PeerEvent>,
@@ -111,6 +114,7 @@ impl MediaLoop {
             by_addr: FxHashMap::default(),
             next_id: 1,
             next_policy: Instant::now(),
+            people_due: None,
             stats: Stats::default(),
             events: Vec::with_capacity(64),
             sub_events: Vec::with_capacity(16),
@@ -139,6 +143,7 @@ impl MediaLoop {
             self.connect_pending(&mut io);
             let now = Instant::now();
             self.timers(now);
+            self.flush_people(now);
             if now >= self.next_policy {
                 self.policy(now);
                 let me = self.worker;
@@ -160,7 +165,8 @@ impl MediaLoop {
                 .map(|s| s.next_timeout)
                 .min()
                 .unwrap_or(self.next_policy)
-                .min(self.next_policy);
+                .min(self.next_policy)
+                .min(self.people_due.unwrap_or(self.next_policy));
             let wait = next
                 .saturating_duration_since(now)
                 .clamp(Duration::from_micros(200), MAX_WAIT);

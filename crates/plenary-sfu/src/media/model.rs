@@ -215,6 +215,8 @@ pub(crate) struct Room {
     /// Workers whose members and tracks have not arrived yet: joins wait, so their `joined`
     /// lists everyone.
     pub awaiting: u64,
+    /// Joins and leaves not told to the members yet.
+    pub people: super::people::PeopleDelta,
 }
 
 impl Room {
@@ -231,6 +233,7 @@ impl Room {
             dirty_layers: Vec::new(),
             others: 0,
             awaiting: 0,
+            people: super::people::PeopleDelta::new(std::time::Instant::now()),
         }
     }
 

@@ -434,10 +434,7 @@ impl MediaLoop {
         );
         self.room_mut(&room).participants.push(id);
         if visible {
-            self.announce(id, |pid, name| ServerMsg::ParticipantJoined {
-                participant: pid,
-                name,
-            });
+            self.person_joined(id);
         }
     }
 

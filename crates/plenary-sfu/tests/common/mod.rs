@@ -985,11 +985,31 @@ async fn ws_task(
                         }
                     }
                 }
-                log.lock().unwrap().push(v);
+                let mut log = log.lock().unwrap();
+                log.extend(per_participant(&v));
+                log.push(v);
             }
         }
     }
     log.lock().unwrap().push(json!({"type": "_closed"}));
+}
+
+/// A `participants` delta as one `participant_joined` / `participant_left` line per participant, so tests can wait
+/// for one person (the wire message is logged too).
+fn per_participant(v: &Value) -> Vec<Value> {
+    if v["type"] != "participants" {
+        return Vec::new();
+    }
+    let joined =
+        v["joined"].as_array().into_iter().flatten().map(
+            |p| json!({"type": "participant_joined", "participant": p["id"], "name": p["name"]}),
+        );
+    let left = v["left"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|id| json!({"type": "participant_left", "participant": id}));
+    joined.chain(left).collect()
 }
 
 // ---------------------------------------------------------------------------------------------

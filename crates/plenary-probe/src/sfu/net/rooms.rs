@@ -384,9 +384,11 @@ impl Session {
                     }
                 }
             }
-            ServerMsg::ParticipantJoined { participant, name } => {
-                if let Some(i) = index_of(&name) {
-                    self.people.insert(participant, i);
+            ServerMsg::Participants { joined, .. } => {
+                for p in joined.iter() {
+                    if let Some(i) = index_of(&p.name) {
+                        self.people.insert(p.id.clone(), i);
+                    }
                 }
             }
             ServerMsg::TrackPublished { participant, track } => {
