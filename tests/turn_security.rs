@@ -237,13 +237,13 @@ fn own_address_refused_even_with_loopback_allowed() {
     }
 }
 
-/// DESIGN.md: loopback is in the built-in list (so allowed-peer-ip must name it) and also
-/// needs allow-loopback-peers. coturn opens all of 127/8 with allow-loopback-peers alone.
+/// Loopback needs allow-loopback-peers, which opens it by itself as in coturn (issue 15: an
+/// operator's coturn habit); allowed-peer-ip alone does not.
 #[test]
-fn loopback_needs_both_allow_loopback_and_allowed_peer_ip() {
+fn loopback_needs_allow_loopback_peers_which_alone_opens_it() {
     let peer = SocketAddr::new(v4(127, 0, 0, 2), 9);
     let cases: [(bool, &[&str], bool); 3] = [
-        (true, &[], false),
+        (true, &[], true),
         (false, &["127.0.0.2"], false),
         (true, &["127.0.0.2"], true),
     ];
@@ -254,7 +254,7 @@ fn loopback_needs_both_allow_loopback_and_allowed_peer_ip() {
         let got = c.create_permission(peer);
         let want = if want_ok { Ok(()) } else { Err(403) };
         let what = format!(
-            "127.0.0.2 with allow-loopback-peers={allow_loopback}, allowed-peer-ip={allowed:?}: got {got:?}, DESIGN wants {want:?}"
+            "127.0.0.2 with allow-loopback-peers={allow_loopback}, allowed-peer-ip={allowed:?}: got {got:?}, want {want:?}"
         );
         match server_kind() {
             ServerKind::Plenary => assert_eq!(got, want, "{what}"),

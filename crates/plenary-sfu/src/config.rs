@@ -59,6 +59,8 @@ struct CascadeDoc {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct HttpDoc {
     listen: Option<String>,
+    admin_token: Option<String>,
+    admin_token_file: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -145,6 +147,7 @@ pub fn parse_toml(text: &str, file: &str) -> Result<(SfuConfig, OpsConfig), Conf
     if let Some(v) = &doc.http.listen {
         c.http = addr("http.listen", v)?;
     }
+    c.admin_token = admin_token(&doc.http, &err)?;
     if let Some(v) = &doc.media.listen {
         c.media = addr("media.listen", v)?;
     }
@@ -271,6 +274,48 @@ pub fn parse_toml(text: &str, file: &str) -> Result<(SfuConfig, OpsConfig), Conf
         drain_timeout: Duration::from_secs(doc.ops.drain_timeout_seconds.unwrap_or(60)),
     };
     Ok((c, ops))
+}
+
+/// Shortest admin token accepted: the room listing names every participant.
+pub const MIN_ADMIN_TOKEN: usize = 16;
+
+/// Reads an admin token file: its first line, trimmed, at least [`MIN_ADMIN_TOKEN`] long.
+pub fn read_admin_token_file(path: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read admin token file {path}: {e}"))?;
+    check_admin_token(text.lines().next().unwrap_or("").trim())
+}
+
+/// An admin token as given (flag or file), refused when too short to be a secret.
+pub fn check_admin_token(token: &str) -> Result<String, String> {
+    if token.len() < MIN_ADMIN_TOKEN {
+        return Err(format!(
+            "the admin token is shorter than {MIN_ADMIN_TOKEN} characters"
+        ));
+    }
+    Ok(token.to_owned())
+}
+
+fn admin_token(
+    d: &HttpDoc,
+    err: &dyn Fn(&str, String, &str) -> ConfigError,
+) -> Result<Option<String>, ConfigError> {
+    let set = |v: &Option<String>| v.as_deref().filter(|v| !v.is_empty()).map(str::to_owned);
+    let fix = "use a long random token, e.g. `openssl rand -hex 32 > /etc/plenary/admin.token`";
+    match (set(&d.admin_token), set(&d.admin_token_file)) {
+        (Some(_), Some(_)) => Err(err(
+            "http.admin-token-file",
+            "both admin-token and admin-token-file are set".into(),
+            "keep one (a file keeps the token out of the config)",
+        )),
+        (Some(t), None) => check_admin_token(&t)
+            .map(Some)
+            .map_err(|e| err("http.admin-token", e, fix)),
+        (None, Some(f)) => read_admin_token_file(&f)
+            .map(Some)
+            .map_err(|e| err("http.admin-token-file", e, fix)),
+        (None, None) => Ok(None),
+    }
 }
 
 /// The cascade defaults: links on UDP 8282 of loopback, the node named after the host.
@@ -417,6 +462,28 @@ mod tests {
     }
 
     #[test]
+    fn admin_token_from_key_or_file_and_never_short() {
+        let (c, _) = parse_toml(EMBEDDED, "configs/sfu.toml").unwrap();
+        assert!(c.admin_token.is_none(), "off by default");
+        let (c, _) = parse_toml("[http]\nadmin-token = \"0123456789abcdef\"\n", "a.toml").unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("0123456789abcdef"));
+        let e = parse_toml("[http]\nadmin-token = \"short\"\n", "a.toml").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        let dir = std::env::temp_dir().join(format!("plenary-admin-{}", std::process::id()));
+        std::fs::write(&dir, "fedcba9876543210fedcba\nignored\n").unwrap();
+        let doc = format!("[http]\nadmin-token-file = \"{}\"\n", dir.display());
+        let (c, _) = parse_toml(&doc, "a.toml").unwrap();
+        let _ = std::fs::remove_file(&dir);
+        assert_eq!(c.admin_token.as_deref(), Some("fedcba9876543210fedcba"));
+        let e = parse_toml(
+            "[http]\nadmin-token = \"0123456789abcdef\"\nadmin-token-file = \"/x\"\n",
+            "a.toml",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("keep one"), "{e}");
+    }
+
+    #[test]
     fn cascade_needs_a_directory_and_a_secret() {
         let (c, _) = parse_toml(EMBEDDED, "configs/sfu.toml").unwrap();
         assert!(c.cascade.is_none(), "a single node by default");
@@ -447,11 +514,8 @@ mod tests {
         let base = "[cascade]\ndirectory = \"redis://127.0.0.1:6379\"\ncluster-secret = \"0123456789abcdef0\"\nlisten = \"0.0.0.0:8282\"\n";
         let e = parse_toml(base, "c.toml").unwrap_err();
         assert!(e.to_string().contains("advertise"), "{e}");
-        let (c, _) = parse_toml(
-            &format!("{base}advertise = \"192.0.2.7:8282\"\n"),
-            "c.toml",
-        )
-        .unwrap();
+        let (c, _) =
+            parse_toml(&format!("{base}advertise = \"192.0.2.7:8282\"\n"), "c.toml").unwrap();
         assert_eq!(
             c.cascade.unwrap().advertise,
             Some("192.0.2.7:8282".parse().unwrap())

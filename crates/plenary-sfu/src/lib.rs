@@ -73,6 +73,8 @@ pub struct SfuConfig {
     pub room_spill: usize,
     /// Cascading with other nodes; `None`: a single node.
     pub cascade: Option<CascadeConfig>,
+    /// Bearer token for the admin endpoints (`GET /rooms`); `None` turns them off (403).
+    pub admin_token: Option<String>,
 }
 
 /// TURN servers handed to clients, with TURN REST credentials from `plenary turn`'s secret.
@@ -102,6 +104,7 @@ impl Default for SfuConfig {
             initial_estimate_kbps: 3000,
             room_spill: 150,
             cascade: None,
+            admin_token: None,
         }
     }
 }
@@ -407,6 +410,10 @@ pub(crate) enum Cmd {
     RoomNodes {
         room: String,
         nodes: Vec<String>,
+    },
+    /// Admin listing (`GET /rooms`): the worker's own participants, by room.
+    Rooms {
+        reply: oneshot::Sender<http::rooms::WorkerRooms>,
     },
 }
 

@@ -7,6 +7,16 @@ pub fn describe_metrics() {
     plenary_cascade::metrics::describe();
     describe(&[
         MetricDesc {
+            name: crate::workers::ROOMS_GAUGE,
+            kind: MetricKind::Gauge,
+            help: "Rooms with at least one member on this node.",
+        },
+        MetricDesc {
+            name: crate::workers::MEMBERS_GAUGE,
+            kind: MetricKind::Gauge,
+            help: "Room members on this node: room API participants, WHIP publishers and WHEP viewers.",
+        },
+        MetricDesc {
             name: "plenary_sfu_peers",
             kind: MetricKind::Gauge,
             help: "Peer connections held (WHIP, WHEP, room publish and subscribe), per media worker.",

@@ -108,7 +108,19 @@ impl Places {
         let local = self.rooms.get(room).map_or(0, RoomPlace::mask);
         local | self.links.get(room).copied().unwrap_or(0)
     }
+
+    /// The rooms and members gauges (dashboards); set on joins and leaves, never per packet.
+    fn publish(&self) {
+        let members: usize = self.rooms.values().flat_map(|p| p.members.iter()).sum();
+        metrics::gauge!(ROOMS_GAUGE).set(self.rooms.len() as f64);
+        metrics::gauge!(MEMBERS_GAUGE).set(members as f64);
+    }
 }
+
+/// Rooms with a member on this node.
+pub(crate) const ROOMS_GAUGE: &str = "plenary_sfu_rooms";
+/// Members of those rooms on this node: room participants, WHIP publishers, WHEP viewers.
+pub(crate) const MEMBERS_GAUGE: &str = "plenary_sfu_room_members";
 
 pub(crate) struct Router {
     senders: Vec<mpsc::Sender<Cmd>>,
@@ -274,6 +286,7 @@ impl Router {
                 w
             }
         };
+        places.publish();
         self.tx(worker)
     }
 
@@ -310,6 +323,7 @@ impl Router {
                 }));
             }
         }
+        places.publish();
     }
 
     /// Tells every worker of the room its span; a newly added worker first, so that it has

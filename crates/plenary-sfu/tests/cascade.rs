@@ -384,10 +384,7 @@ async fn video_lost_on_a_link_is_repaired_hop_by_hop() {
     // What is still in flight at the end may be unrepaired yet: judge all but the last 50.
     let recs = viewer.sub.shared.records_on(&mid);
     let newest = recs.iter().map(|r| r.seq).max().unwrap_or(0);
-    let settled: Vec<_> = recs
-        .into_iter()
-        .filter(|r| r.seq + 50 < newest)
-        .collect();
+    let settled: Vec<_> = recs.into_iter().filter(|r| r.seq + 50 < newest).collect();
     let missing = missing_seqs(&settled);
     let b = node_b.cascade_stats();
     let a = node_a.cascade_stats();
@@ -399,8 +396,14 @@ async fn video_lost_on_a_link_is_repaired_hop_by_hop() {
         settled.len(),
     );
     assert!(enough, "the relay lost {} datagrams", relay.dropped());
-    assert!(b.iter().map(|l| l.nacked).sum::<u64>() >= 10, "B saw the holes: {b:?}");
-    assert!(a.iter().map(|l| l.resent).sum::<u64>() >= 10, "A resent: {a:?}");
+    assert!(
+        b.iter().map(|l| l.nacked).sum::<u64>() >= 10,
+        "B saw the holes: {b:?}"
+    );
+    assert!(
+        a.iter().map(|l| l.resent).sum::<u64>() >= 10,
+        "A resent: {a:?}"
+    );
     assert!(
         missing.is_empty(),
         "the viewer on B misses {} packets: {missing:?}",

@@ -64,6 +64,11 @@ pub struct SfuArgs {
     /// Cascade: this node's name in the directory and on links (default: the hostname).
     #[arg(long, value_name = "NAME")]
     node: Option<String>,
+    /// File whose first line is the admin token (16+ characters) that `GET /rooms` asks for
+    /// as `Authorization: Bearer`; overrides [http] admin-token(-file). Without a token the
+    /// listing answers 403.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
 }
 
 pub fn load(args: &SfuArgs) -> anyhow::Result<(SfuConfig, OpsConfig, String)> {
@@ -95,6 +100,11 @@ pub fn load(args: &SfuArgs) -> anyhow::Result<(SfuConfig, OpsConfig, String)> {
     }
     if let Some(l) = &args.log_level {
         ops.log_level = l.clone();
+    }
+    if let Some(f) = &args.admin_token_file {
+        let token = plenary_sfu::config::read_admin_token_file(&f.display().to_string())
+            .map_err(|e| anyhow::anyhow!("--admin-token-file: {e}"))?;
+        sfu.admin_token = Some(token);
     }
     let flags = args.cascade_listen.is_some()
         || args.cascade_advertise.is_some()

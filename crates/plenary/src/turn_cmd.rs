@@ -60,8 +60,9 @@ pub struct TurnArgs {
         hide_env_values = true
     )]
     pub static_auth_secret: Vec<String>,
-    /// Let peers on loopback be relayed to (they still need `allowed-peer-ip`, or no deny
-    /// rule, as in coturn). For tests and single-host setups.
+    /// Let peers on loopback be relayed to, as coturn's allow-loopback-peers does (a
+    /// `denied-peer-ip` range still refuses them, and this server's own addresses need
+    /// `--allowed-peer-ip`). For tests and single-host setups.
     #[arg(long)]
     pub allow_loopback_peers: bool,
     /// Add an allowed peer range (`IP`, `IP-IP` or `IP/LEN`; repeatable).
@@ -200,8 +201,13 @@ pub fn check(source: ConfigSource) -> anyhow::Result<()> {
         ..TurnArgs::default()
     };
     let loaded = resolve(&args)?;
-    if let Some(line) = loaded.coturn_report.as_ref().and_then(|r| r.summary_line()) {
-        println!("{line}");
+    if let Some(report) = &loaded.coturn_report {
+        for line in [report.summary_line(), report.differs_line(&loaded.config)]
+            .into_iter()
+            .flatten()
+        {
+            println!("{line}");
+        }
     }
     println!("{}: OK", loaded.source_name);
     Ok(())

@@ -22,8 +22,13 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
     if let Some(warning) = log_warning {
         warn!("{warning}");
     }
-    if let Some(line) = loaded.coturn_report.as_ref().and_then(|r| r.summary_line()) {
-        warn!("{line}");
+    if let Some(report) = &loaded.coturn_report {
+        for line in [report.summary_line(), report.differs_line(config)]
+            .into_iter()
+            .flatten()
+        {
+            warn!("{line}");
+        }
     }
     if !config.auth.no_auth && config.auth.users.is_empty() && config.auth.secrets.is_empty() {
         warn!(
@@ -31,13 +36,20 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
              (STUN Binding still works); set a secret in the config or --static-auth-secret"
         );
     }
-    if let Some(addr) = config.ops.metrics_addr {
-        plenary_ops::metrics::start_exporter(addr)
-            .with_context(|| format!("cannot serve Prometheus metrics on {addr}"))?;
-        net::describe_metrics();
-    }
+    // Metrics, /healthz and /readyz (503 until started and once draining) on one listener.
+    let ops = match config.ops.metrics_addr {
+        Some(addr) => {
+            let ops = net::serve_ops(addr)?;
+            net::describe_metrics();
+            Some(ops)
+        }
+        None => None,
+    };
     let running = net::start(config)
         .with_context(|| format!("cannot start the TURN server from {}", loaded.source_name))?;
+    if let Some(ops) = &ops {
+        ops.attach(running.control());
+    }
     let addrs = running.addrs();
     info!(
         config = %loaded.source_name,
@@ -46,7 +58,7 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
         tls = ?addrs.tls,
         relay_ips = ?addrs.relay_ips,
         relay_ports = %format!("{}-{}", config.min_port, config.max_port),
-        metrics = ?config.ops.metrics_addr,
+        metrics = ?ops.as_ref().map(net::OpsListener::local_addr),
         "plenary turn ready"
     );
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 use crate::*;
 
+pub(crate) mod rooms;
 mod ws;
 
 pub(crate) type Resp = Response<Full<Bytes>>;
@@ -155,6 +156,9 @@ async fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Resp {
             }
             r
         }
+        (Method::GET, "healthz") if arg.is_empty() => rooms::healthz(),
+        (Method::GET, "readyz") if arg.is_empty() => rooms::readyz(&shared),
+        (Method::GET, "rooms") if arg.is_empty() => rooms::list(&req, &shared).await,
         (Method::GET, "rooms") => ws::upgrade(req, shared, arg.to_owned()).await,
         (Method::GET, _) => match assets::asset(&path) {
             Some((ctype, body)) => {

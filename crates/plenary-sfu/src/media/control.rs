@@ -74,6 +74,9 @@ impl MediaLoop {
             }
             Cmd::Room(RoomCmd::Msg { participant, msg }) => self.room_msg(participant, msg),
             Cmd::Room(RoomCmd::Leave { participant }) => self.remove_participant(participant),
+            Cmd::Rooms { reply } => {
+                let _ = reply.send(self.room_views());
+            }
         }
     }
 

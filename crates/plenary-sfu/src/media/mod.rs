@@ -18,6 +18,7 @@ use crate::{Cmd, SfuConfig, Shared, CONNECT_TIMEOUT, MAX_WAIT};
 mod control;
 mod forward;
 mod io;
+mod listing;
 pub(crate) mod model;
 mod peer;
 mod people;

@@ -7,6 +7,7 @@
 //! and a file without credentials refuses Allocate instead of serving anyone.
 
 use super::coturn_options::{self, Arg, Class, Opt};
+pub use super::coturn_report::CoturnReport;
 use super::values::{external_ip, parse_key, relative_to, subtract, MULTICAST};
 use super::{ConfigError, ExternalIp, OpsConfig, StaticUser, TlsConfig, TurnConfig, UserSecret};
 use crate::policy::IpRange;
@@ -14,34 +15,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
-
-/// What the operator must be told at start.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CoturnReport {
-    /// Options accepted but not honoured (harmless), e.g. `dh-file`, each as
-    /// `name (why)`.
-    pub unsupported: Vec<String>,
-}
-
-impl CoturnReport {
-    /// The one line logged at start, or `None` when everything was honoured.
-    pub fn summary_line(&self) -> Option<String> {
-        if self.unsupported.is_empty() {
-            return None;
-        }
-        Some(format!(
-            "coturn options accepted but not acted on: {}",
-            self.unsupported.join(", ")
-        ))
-    }
-
-    fn note(&mut self, name: &str, why: &str) {
-        let entry = format!("{name} ({why})");
-        if !self.unsupported.contains(&entry) {
-            self.unsupported.push(entry);
-        }
-    }
-}
 
 /// coturn's defaults where they differ from Plenary's TOML defaults.
 const COTURN_TLS_PORT: u16 = 5349;
@@ -115,6 +88,7 @@ struct Builder<'f> {
     prometheus_port: u16,
     prometheus_ip: Option<IpAddr>,
     no_multicast: bool,
+    simple_log: bool,
 }
 
 impl<'f> Builder<'f> {
@@ -146,6 +120,7 @@ impl<'f> Builder<'f> {
             prometheus_port: COTURN_PROMETHEUS_PORT,
             prometheus_ip: None,
             no_multicast: false,
+            simple_log: false,
         }
     }
 
@@ -169,6 +144,10 @@ impl<'f> Builder<'f> {
             // `no-udp=off` and the like ask for coturn's default: nothing to report.
             _ if !on => self.flag_off(name),
             Class::Honoured => self.honour(name, value),
+            Class::Differs(how) => {
+                self.report.differ(name, how);
+                self.honour(name, value)
+            }
             Class::Unsupported(why) => {
                 self.report.note(name, why);
                 Ok(())
@@ -310,8 +289,9 @@ impl<'f> Builder<'f> {
             "no-multicast-peers" => self.no_multicast = true,
             "no-dtls" => self.no_dtls = true,
             "no-tcp-relay" | "no-sslv2" | "no-sslv3" | "no-tlsv1" | "no-tlsv1_1" | "no-cli"
-            | "no-rfc5780" | "fingerprint" | "simple-log" | "no-stdout-log" | "no-auth-pings"
+            | "no-rfc5780" | "fingerprint" | "no-stdout-log" | "no-auth-pings"
             | "no-dynamic-ip-list" | "no-dynamic-realms" => {} // Plenary always behaves this way.
+            "simple-log" => self.simple_log = true,
             "no-loopback-peers" => self.cfg.peers.allow_loopback = false,
             "allow-loopback-peers" => self.cfg.peers.allow_loopback = true,
             "allowed-peer-ip" => {
@@ -377,14 +357,20 @@ impl<'f> Builder<'f> {
             let ip = match self.prometheus_ip {
                 Some(ip) => ip,
                 None => {
-                    self.report.note(
+                    self.report.differ(
                         "prometheus",
-                        "metrics bind to 127.0.0.1; set prometheus-address to expose them",
+                        "metrics bind to 127.0.0.1, not every address; set prometheus-address to expose them",
                     );
                     IpAddr::V4(Ipv4Addr::LOCALHOST)
                 }
             };
             self.cfg.ops.metrics_addr = Some(SocketAddr::new(ip, self.prometheus_port));
+        }
+        if self.cfg.ops.log_file.is_some() && !self.simple_log {
+            self.report.differ(
+                "log-file",
+                "written to exactly this path, as with coturn's simple-log: no date or pid is added and nothing rolls over; rotate it with logrotate (copytruncate)",
+            );
         }
         Ok((self.cfg, self.report))
     }

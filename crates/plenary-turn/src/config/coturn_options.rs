@@ -22,6 +22,11 @@ pub(super) enum Class {
     /// Stops the start: ignoring it would weaken security or open what the operator
     /// closed. The text is the fix.
     Refused(&'static str),
+    /// Honoured, but its meaning differs from coturn's: named by `check-config` and at
+    /// start, with the difference. (Differences that depend on the rest of the file, such
+    /// as `allow-loopback-peers` next to loopback listening addresses, are found by the
+    /// parser when the file is read.)
+    Differs(&'static str),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -32,7 +37,7 @@ pub(super) struct Opt {
 }
 
 use Arg::{Flag, Optional, Value};
-use Class::{Honoured, Refused, Unsupported};
+use Class::{Differs, Honoured, Refused, Unsupported};
 
 const fn o(name: &'static str, arg: Arg, class: Class) -> Opt {
     Opt { name, arg, class }
@@ -57,7 +62,9 @@ pub(super) const OPTIONS: &[Opt] = &[
     o("listening-ip", Value, Honoured),
     o("relay-ip", Value, Honoured),
     o("external-ip", Value, Honoured),
-    o("relay-threads", Value, Honoured),
+    o("relay-threads", Value, Differs(
+        "sets the worker threads, each serving clients and relays on the shared port; 0 means 1",
+    )),
     o("min-port", Value, Honoured),
     o("max-port", Value, Honoured),
     o("alt-listening-port", Value, Unsupported(NO_5780)),
@@ -147,7 +154,9 @@ pub(super) const OPTIONS: &[Opt] = &[
     // TLS.
     o("cert", Value, Honoured),
     o("pkey", Value, Honoured),
-    o("cipher-list", Value, Honoured),
+    o("cipher-list", Value, Differs(
+        "OpenSSL names are mapped to rustls suites; names rustls lacks are skipped with a warning, and the TLS 1.3 suites are always offered",
+    )),
     o("no-sslv2", Flag, Honoured),
     o("no-sslv3", Flag, Honoured),
     o("no-tlsv1", Flag, Honoured),

@@ -3,6 +3,7 @@
 
 mod coturn;
 mod coturn_options;
+mod coturn_report;
 mod toml_format;
 mod validate;
 mod values;
@@ -99,7 +100,7 @@ pub struct TlsConfig {
 }
 
 /// Peer filter rules (see `policy`). `allowed` wins over `denied` and the built-in list,
-/// except for loopback which also needs `allow_loopback`.
+/// except for loopback, which needs `allow_loopback` (enough by itself, as in coturn).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct PeerRules {
     pub allowed: Vec<IpRange>,

@@ -1,6 +1,7 @@
 //! Binding every listening socket before any thread starts, so bind errors come out of
 //! `start`, and choosing the relay addresses.
 
+use super::port_lock::{self, PortClaim};
 use super::service::{BoundAddrs, StartError};
 use super::sockets::{bind_tcp_listener, bind_udp_group, primary_address};
 use crate::config::TurnConfig;
@@ -17,6 +18,8 @@ pub(crate) struct Bound {
     pub udp: Vec<Vec<std::net::UdpSocket>>,
     pub tcp: Vec<std::net::TcpListener>,
     pub addrs: BoundAddrs,
+    /// This process's claim on each listening port (see `port_lock`); held until exit.
+    pub claims: Vec<PortClaim>,
 }
 
 pub(crate) fn bind_with_retries(
@@ -38,11 +41,7 @@ pub(crate) fn bind_with_retries(
                 warnings.extend(w);
                 return Ok(b);
             }
-            Err(StartError::Bind { source, what, addr })
-                if source.kind() == io::ErrorKind::AddrInUse =>
-            {
-                last = Some(StartError::Bind { what, addr, source });
-            }
+            Err(e @ StartError::InUse { .. }) => last = Some(e),
             Err(e) => return Err(e),
         }
     }
@@ -60,16 +59,34 @@ fn bind_all(
     } else {
         config.listening_ips.clone()
     };
-    let err = |what, addr, source| StartError::Bind { what, addr, source };
+    let err = |what, addr, source: io::Error| match source.kind() {
+        io::ErrorKind::AddrInUse => StartError::InUse {
+            what,
+            addr,
+            holder: "another process",
+        },
+        _ => StartError::Bind { what, addr, source },
+    };
     let mut bound = Bound {
         udp: (0..workers).map(|_| Vec::new()).collect(),
         tcp: Vec::new(),
         addrs: BoundAddrs::default(),
+        claims: Vec::new(),
     };
     let mut port = config.listening_port;
     let mut tls_port = config
         .tls_listening_port
         .filter(|&p| p == 0 || p != config.listening_port);
+    // Fixed ports are claimed before anything is bound; ephemeral ones once the kernel has
+    // picked them.
+    let first_ip = ips.first().copied().unwrap_or(Ipv4Addr::UNSPECIFIED.into());
+    for (what, p) in [("UDP/TCP", port), ("TLS", tls_port.unwrap_or(0))] {
+        if p != 0 {
+            bound
+                .claims
+                .push(claim(what, SocketAddr::new(first_ip, p))?);
+        }
+    }
     for ip in ips {
         let addr = SocketAddr::new(ip, port);
         let tcp = match bind_tcp_listener(addr) {
@@ -82,6 +99,9 @@ fn bind_all(
             Err(e) => return Err(err("TCP", addr, e)),
         };
         let local = tcp.local_addr().map_err(|e| err("TCP", addr, e))?;
+        if port == 0 {
+            bound.claims.push(claim("UDP/TCP", local)?);
+        }
         port = local.port();
         let addr = SocketAddr::new(ip, port);
         let group = bind_udp_group(addr, workers).map_err(|e| err("UDP", addr, e))?;
@@ -95,6 +115,9 @@ fn bind_all(
             let addr = SocketAddr::new(ip, tp);
             let l = bind_tcp_listener(addr).map_err(|e| err("TLS", addr, e))?;
             let local = l.local_addr().map_err(|e| err("TLS", addr, e))?;
+            if tp == 0 {
+                bound.claims.push(claim("TLS", local)?);
+            }
             tls_port = Some(local.port());
             bound.addrs.tls.push(local);
             bound.tcp.push(l);
@@ -104,6 +127,18 @@ fn bind_all(
         return Err(StartError::NoListener);
     }
     Ok(bound)
+}
+
+/// Claims `addr`'s port for this process (see `port_lock`).
+fn claim(what: &'static str, addr: SocketAddr) -> Result<PortClaim, StartError> {
+    port_lock::claim(addr.port()).map_err(|source| match source.kind() {
+        io::ErrorKind::AddrInUse => StartError::InUse {
+            what,
+            addr,
+            holder: "another plenary turn on this host (perhaps still draining)",
+        },
+        _ => StartError::Bind { what, addr, source },
+    })
 }
 
 /// Relay IPs: `relay_ips`, else the specific listening IPs, else (wildcard listening) the

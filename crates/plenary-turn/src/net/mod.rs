@@ -21,6 +21,8 @@ mod control;
 mod e2e_tests;
 mod flush;
 mod metrics_export;
+mod ops_http;
+mod port_lock;
 mod ports;
 mod relay;
 mod service;
@@ -32,6 +34,7 @@ mod udp;
 mod worker;
 
 pub use metrics_export::{describe_metrics, METRICS};
+pub use ops_http::{serve_ops, OpsError, OpsListener};
 pub use service::{
     run_until_stopped, start, BoundAddrs, Phase, RunError, RunningTurn, StartError, TurnControl,
 };

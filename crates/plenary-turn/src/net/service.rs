@@ -43,6 +43,21 @@ pub enum StartError {
         addr: SocketAddr,
         source: io::Error,
     },
+    /// The port is served already: by another `plenary turn` (its claim, see `port_lock`)
+    /// or by another program (the bind itself failed).
+    #[error(
+        "address in use: {what} port {} ({addr}) is already served by {holder}. \
+         A port has one owner: stop the other server, or wait until it has exited (a draining \
+         plenary turn exits when its last allocation ends or drain-timeout passes); \
+         `ss -lnptu 'sport = :{}'` shows who holds it",
+        addr.port(),
+        addr.port()
+    )]
+    InUse {
+        what: &'static str,
+        addr: SocketAddr,
+        holder: &'static str,
+    },
     #[error("nothing to listen on: no usable listening address")]
     NoListener,
     #[error("TLS: {0}")]
@@ -145,6 +160,9 @@ pub struct RunningTurn {
     warnings: Vec<String>,
     threads: Vec<JoinHandle<()>>,
     errors: Arc<Mutex<Vec<String>>>,
+    /// Claims on the listening ports, released when the service is dropped (or the process
+    /// ends), after every socket is closed.
+    _claims: Vec<super::port_lock::PortClaim>,
 }
 
 impl RunningTurn {
@@ -293,6 +311,7 @@ pub fn start(config: &TurnConfig) -> Result<RunningTurn, StartError> {
         warnings,
         threads: Vec::new(),
         errors: errors.clone(),
+        _claims: bound.claims,
     };
     let mut senders = Vec::with_capacity(workers);
     for (id, udp) in bound.udp.into_iter().enumerate() {

@@ -6,7 +6,9 @@
 //!
 //! Precedence, in order:
 //! 1. `0.0.0.0/8` and `::` (in any spelling) are refused, always.
-//! 2. Loopback is refused unless `allow_loopback` is set; with it, the rules below apply.
+//! 2. Loopback is refused unless `allow_loopback` is set. With it, loopback goes through the
+//!    rules below without the built-in loopback entry, as coturn's `allow-loopback-peers`
+//!    opens loopback by itself; a `denied` range and the own-address rule still apply.
 //! 3. For each form of the address (the IPv6 form, and the embedded IPv4 if any), an
 //!    `allowed` range wins; else a `denied` range refuses; else the built-in list refuses;
 //!    else the server's own addresses are refused. Every form must pass.
@@ -244,42 +246,47 @@ impl PeerPolicy {
         if loopback && !self.allow_loopback {
             return Verdict::Denied(DenyReason::Loopback);
         }
+        // Past this point loopback is allowed by the flag: its built-in entry no longer counts.
+        let builtin = |reason: Option<DenyReason>| {
+            reason.filter(|r| !(loopback && *r == DenyReason::Loopback))
+        };
         // The embedded IPv4 first: its reason is the more telling one in logs.
         if let Some(a) = v4 {
-            if let Some(reason) = self.judge_v4(a) {
+            if let Some(reason) = self.judge_v4(a, builtin(builtin::v4(a))) {
                 return Verdict::Denied(reason);
             }
         }
         if let Some(x) = v6 {
-            if let Some(reason) = self.judge_v6(x) {
+            if let Some(reason) = self.judge_v6(x, builtin(builtin::v6(x))) {
                 return Verdict::Denied(reason);
             }
         }
         Verdict::Allowed
     }
 
-    fn judge_v4(&self, a: u32) -> Option<DenyReason> {
+    /// `builtin`: the built-in list's verdict on `a`, if it still applies.
+    fn judge_v4(&self, a: u32, builtin: Option<DenyReason>) -> Option<DenyReason> {
         if self.allowed.has_v4(a) {
             return None;
         }
         if self.denied.has_v4(a) {
             return Some(DenyReason::DeniedByConfig);
         }
-        if let Some(reason) = builtin::v4(a) {
-            return Some(reason);
+        if builtin.is_some() {
+            return builtin;
         }
         self.own_v4.contains(&a).then_some(DenyReason::ServerOwn)
     }
 
-    fn judge_v6(&self, x: u128) -> Option<DenyReason> {
+    fn judge_v6(&self, x: u128, builtin: Option<DenyReason>) -> Option<DenyReason> {
         if self.allowed.has_v6(x) {
             return None;
         }
         if self.denied.has_v6(x) {
             return Some(DenyReason::DeniedByConfig);
         }
-        if let Some(reason) = builtin::v6(x) {
-            return Some(reason);
+        if builtin.is_some() {
+            return builtin;
         }
         self.own_v6.contains(&x).then_some(DenyReason::ServerOwn)
     }

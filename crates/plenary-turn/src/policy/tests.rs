@@ -237,11 +237,38 @@ fn bbb_pattern_without_allow_loopback() {
 }
 
 #[test]
-fn loopback_needs_both_the_flag_and_an_allowed_range() {
-    // The flag alone: the built-in list still refuses loopback.
+fn the_loopback_flag_alone_opens_loopback_as_in_coturn() {
+    // The flag alone lifts the built-in loopback entry (coturn's allow-loopback-peers), and
+    // that entry only: denied ranges and the server's own addresses still refuse.
     let p = policy(&[], &[], true);
-    assert_eq!(p.check(ip("127.0.0.1")), Verdict::Denied(Loopback));
-    assert_eq!(p.check(ip("::1")), Verdict::Denied(Loopback));
+    assert_eq!(p.check(ip("127.0.0.1")), Verdict::Allowed);
+    assert_eq!(p.check(ip("127.9.9.9")), Verdict::Allowed);
+    assert_eq!(p.check(ip("::1")), Verdict::Allowed);
+    assert_eq!(p.check(ip("::ffff:127.0.0.1")), Verdict::Allowed);
+    assert_eq!(p.check(ip("10.0.0.1")), Verdict::Denied(Private));
+    assert_eq!(p.check(ip("169.254.169.254")), Verdict::Denied(LinkLocal));
+    assert_eq!(p.check(ip("0.0.0.0")), Verdict::Denied(Unspecified));
+    let p = policy(&[], &["127.0.0.2"], true);
+    assert_eq!(p.check(ip("127.0.0.2")), Verdict::Denied(DeniedByConfig));
+    assert_eq!(p.check(ip("127.0.0.3")), Verdict::Allowed);
+    let own = PeerPolicy::new(
+        PeerRules {
+            allow_loopback: true,
+            ..PeerRules::default()
+        },
+        vec![ip("127.0.0.1"), ip("::1")],
+    );
+    assert_eq!(own.check(ip("127.0.0.1")), Verdict::Denied(ServerOwn));
+    assert_eq!(
+        own.check(ip("::ffff:127.0.0.1")),
+        Verdict::Denied(ServerOwn)
+    );
+    assert_eq!(own.check(ip("::1")), Verdict::Denied(ServerOwn));
+    assert_eq!(own.check(ip("127.0.0.2")), Verdict::Allowed);
+}
+
+#[test]
+fn loopback_needs_the_flag_even_when_allowed() {
     // An allowed range alone: the flag is missing.
     let p = policy(&["127.0.0.0/8", "::1"], &[], false);
     assert_eq!(p.check(ip("127.0.0.1")), Verdict::Denied(Loopback));

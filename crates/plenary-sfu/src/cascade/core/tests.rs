@@ -379,7 +379,10 @@ fn a_video_packet_lost_on_the_link_is_asked_for_and_sent_again() {
     let mut to_owner = std::mem::take(&mut back);
     let told = deliver(&mut to_owner, &mut owner, None);
     assert!(
-        matches!(told[..], [Action::Workers(_, PipeMsg::Demand { layers: 1, .. })]),
+        matches!(
+            told[..],
+            [Action::Workers(_, PipeMsg::Demand { layers: 1, .. })]
+        ),
         "the owner's worker hears the demand"
     );
 

@@ -55,6 +55,7 @@ fn bbb_install_fixture() {
     assert_eq!(c.software, None);
     assert_eq!(c.ops.metrics_addr, None);
     assert_eq!(report.summary_line(), None, "{report:?}");
+    assert_eq!(report.differs_line(&c), None, "{report:?}");
 
     // As coturn: without allow-loopback-peers the allowed 127.0.0.1 stays refused.
     let policy = PeerPolicy::new(c.peers.clone(), vec![ip("127.0.0.1")]);
@@ -118,6 +119,56 @@ fn bbb_external_fixture() {
         "{line}"
     );
     assert!(!line.contains('\n'));
+    // No deny-all here: the built-in peer list is a difference the operator must hear of.
+    // log-file comes with simple-log, which is what Plenary does.
+    let differs = report.differs_line(&c).unwrap();
+    assert!(!differs.contains("log-file"), "{differs}");
+    let (c, report) = parse("log-file=/var/log/turn.log\n");
+    let line = report.differs_line(&c).unwrap();
+    assert!(
+        line.contains("log-file (written to exactly this path"),
+        "{line}"
+    );
+    assert!(
+        differs.contains("denied-peer-ip (Plenary also refuses private"),
+        "{differs}"
+    );
+    assert!(differs.contains("cipher-list (OpenSSL names"), "{differs}");
+}
+
+#[test]
+fn allow_loopback_peers_alone_opens_loopback_and_names_what_stays_closed() {
+    // A single-host setup: the server listens and relays on 127.0.0.1, peers on loopback.
+    let (c, report) = parse(
+        "listening-ip=127.0.0.1\nrelay-ip=127.0.0.1\nallow-loopback-peers\n\
+         denied-peer-ip=0.0.0.0-255.255.255.255\nallowed-peer-ip=127.0.0.0/8\n",
+    );
+    assert_eq!(
+        report.differs_line(&c),
+        None,
+        "own address allowed: {report:?}"
+    );
+    let (c, report) = parse("listening-ip=127.0.0.1\nrelay-ip=127.0.0.1\nallow-loopback-peers\n");
+    let p = PeerPolicy::new(c.peers.clone(), vec![ip("127.0.0.1")]);
+    assert_eq!(p.check(ip("127.0.0.2")), Verdict::Allowed, "as in coturn");
+    assert_eq!(
+        p.check(ip("127.0.0.1")),
+        Verdict::Denied(DenyReason::ServerOwn)
+    );
+    let line = report.differs_line(&c).unwrap();
+    assert!(
+        line.contains(
+            "allow-loopback-peers (opens loopback peers as in coturn, but not this server's own addresses 127.0.0.1: add allowed-peer-ip=127.0.0.1"
+        ),
+        "{line}"
+    );
+    // Listening on the wildcard: nothing of loopback is the server's own, so the option
+    // means what it means in coturn.
+    let (c, report) = parse("allow-loopback-peers\ndenied-peer-ip=0.0.0.0-255.255.255.255\n");
+    assert_eq!(report.differs_line(&c), None);
+    // Switched off again: nothing to say about it.
+    let (c, report) = parse("listening-ip=127.0.0.1\nallow-loopback-peers\nno-loopback-peers\n");
+    assert!(!report.differs_line(&c).unwrap().contains("allow-loopback"));
 }
 
 #[test]
@@ -133,9 +184,9 @@ fn example_config_parses() {
         Some(SocketAddr::from(([127, 0, 0, 1], 9641)))
     );
     assert!(report
-        .unsupported
+        .differences(&c)
         .iter()
-        .any(|s| s.starts_with("prometheus (")));
+        .any(|s| s.starts_with("prometheus (metrics bind to 127.0.0.1")));
 }
 
 #[test]
@@ -461,11 +512,16 @@ fn every_option_follows_its_class() {
         match opt.class {
             Class::Honoured => {
                 let (_, report) = result.unwrap_or_else(|e| panic!("{}: {e}", opt.name));
-                assert!(
-                    report.unsupported.is_empty() || opt.name == "prometheus",
-                    "{}: {report:?}",
-                    opt.name
-                );
+                assert!(report.unsupported.is_empty(), "{}: {report:?}", opt.name);
+                // These two differ only in context (no address given; no simple-log).
+                if !["prometheus", "log-file"].contains(&opt.name) {
+                    assert!(report.differs.is_empty(), "{}: {report:?}", opt.name);
+                }
+            }
+            Class::Differs(how) => {
+                let (_, report) = result.unwrap_or_else(|e| panic!("{}: {e}", opt.name));
+                assert!(report.unsupported.is_empty(), "{}: {report:?}", opt.name);
+                assert_eq!(report.differs, [format!("{} ({how})", opt.name)]);
             }
             Class::Unsupported(why) => {
                 let (_, report) = result.unwrap_or_else(|e| panic!("{}: {e}", opt.name));
