@@ -326,11 +326,27 @@ fn room_two_participants(sfu: Sfu) -> Option<Vec<String>> {
         ids.push(id.as_str().unwrap_or_default().to_owned());
     }
 
-    // Leaving is seen by the other participant.
+    // The status line counts the others, also for alice, who joined before bob.
+    let alice_status = poll(
+        &driver,
+        r#"const done = arguments[arguments.length - 1];
+           const status = document.getElementById('status').textContent;
+           done({ ok: status.includes('; 1 other(s) here.'), status });"#,
+        &json!([]),
+        Duration::from_secs(5),
+    );
+    assert!(alice_status.is_ok(), "alice's status line: {alice_status:?}");
+
+    // Leaving is seen by the other participant, and counted.
     let gone = leave_seen_by(&driver, &bob, "alice");
     assert!(
         gone.is_ok(),
         "bob still lists alice after she left: {gone:?}"
+    );
+    let status = gone.as_ref().map(|v| v["status"].as_str().unwrap_or("").to_owned());
+    assert!(
+        status.as_deref().is_ok_and(|s| s.contains("; 0 other(s) here.")),
+        "bob's status line after alice left: {status:?}"
     );
     Some(ids)
 }

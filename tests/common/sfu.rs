@@ -106,7 +106,8 @@ pub fn leave_seen_by(driver: &Driver, watcher: &str, name: &str) -> Result<Value
         driver,
         r#"const [name, done] = [arguments[0], arguments[arguments.length - 1]];
            const names = [...window.room.participants.values()].map((p) => p.name);
-           done({ ok: !names.includes(name), names });"#,
+           const status = document.getElementById('status').textContent;
+           done({ ok: !names.includes(name), names, status });"#,
         &json!([name]),
         Duration::from_secs(10),
     )

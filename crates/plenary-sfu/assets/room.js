@@ -59,6 +59,18 @@ function fail(e) {
   Plenary.status(room.error, true);
 }
 
+/**
+ * The status line while in a room: who else is here, kept current as people come and go,
+ * then the last note (sound blocked, watching only). An error replaces it until the next join.
+ */
+function showPresence(note) {
+  if (note !== undefined) room.note = note;
+  if (room.state !== 'joined' || room.error) return;
+  const n = room.participants.size;
+  const who = `In room ${room.room} as ${room.myName}; ${n} other(s) here.`;
+  Plenary.status(room.note ? `${who} ${room.note}` : who);
+}
+
 // ---- tiles ----
 
 /** The tile for `key`, created on first use, labelled and tagged with its participant. */
@@ -150,6 +162,7 @@ function addParticipant(id, name, tracks) {
   if (!p) {
     p = { name: name || id, tracks: new Map() };
     room.participants.set(id, p);
+    showPresence();
   }
   p.name = name || p.name;
   for (const t of tracks) p.tracks.set(t.id, t);
@@ -203,7 +216,7 @@ function playAudio(mid, track) {
   if (current === track) return;
   el.srcObject = new MediaStream([track]);
   el.play().catch(() => {
-    Plenary.status('The browser blocked sound: click anywhere on the page to hear the room.');
+    showPresence('The browser blocked sound: click anywhere on the page to hear the room.');
     document.addEventListener('click', () => room.audio.forEach((a) => a.play().catch(() => {})), {
       once: true,
     });
@@ -217,7 +230,7 @@ async function publish(ws) {
   try {
     stream = await navigator.mediaDevices.getUserMedia(Plenary.mediaConstraints);
   } catch (e) {
-    Plenary.status(`Watching only: no camera or microphone (${e.message}).`);
+    showPresence(`Watching only: no camera or microphone (${e.message}).`);
     return;
   }
   if (room.ws !== ws) {
@@ -279,12 +292,12 @@ const handlers = {
     room.iceServers = m.ice_servers || [];
     setState('joined');
     const others = m.participants.filter((p) => p.id !== room.me);
-    Plenary.status(`In room ${room.room} as ${room.myName}; ${others.length} other(s) here.`);
     room.sub = new RTCPeerConnection({ iceServers: room.iceServers });
     room.sub.onconnectionstatechange = () => {
       if (room.sub && room.sub.connectionState === 'failed') fail('The subscribe connection failed.');
     };
     for (const p of others) addParticipant(p.id, p.name, p.tracks);
+    showPresence('');
     subscribeVideo(others.flatMap((p) => p.tracks));
     // Not awaited: the server's first offer need not wait for the camera and ICE gathering.
     publish(ws).catch(fail);
@@ -318,6 +331,7 @@ const handlers = {
       room.participants.delete(id);
       render(id);
     }
+    showPresence();
   },
   track_published(m) {
     if (m.participant === room.me) {
