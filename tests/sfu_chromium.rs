@@ -335,7 +335,10 @@ fn room_two_participants(sfu: Sfu) -> Option<Vec<String>> {
         &json!([]),
         Duration::from_secs(5),
     );
-    assert!(alice_status.is_ok(), "alice's status line: {alice_status:?}");
+    assert!(
+        alice_status.is_ok(),
+        "alice's status line: {alice_status:?}"
+    );
 
     // Leaving is seen by the other participant, and counted.
     let gone = leave_seen_by(&driver, &bob, "alice");
@@ -343,9 +346,13 @@ fn room_two_participants(sfu: Sfu) -> Option<Vec<String>> {
         gone.is_ok(),
         "bob still lists alice after she left: {gone:?}"
     );
-    let status = gone.as_ref().map(|v| v["status"].as_str().unwrap_or("").to_owned());
+    let status = gone
+        .as_ref()
+        .map(|v| v["status"].as_str().unwrap_or("").to_owned());
     assert!(
-        status.as_deref().is_ok_and(|s| s.contains("; 0 other(s) here.")),
+        status
+            .as_deref()
+            .is_ok_and(|s| s.contains("; 0 other(s) here.")),
         "bob's status line after alice left: {status:?}"
     );
     Some(ids)
