@@ -201,3 +201,26 @@ fn top_level_help_lists_subcommands() {
         );
     }
 }
+
+/// `plenary egress` runs with no arguments (the binary's contract): it pulls room `demo` from
+/// the local SFU's embedded address and writes HLS into ./plenary-egress-hls/. Nothing serves
+/// WHEP at that address here, so it keeps trying until --duration ends it, cleanly.
+#[test]
+fn egress_runs_on_its_embedded_defaults() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cmd = Command::new(plenary_bin());
+    cmd.args(["egress", "--duration", "2"])
+        .current_dir(dir.path());
+    let (out, timed_out) = run_with_timeout(cmd, Duration::from_secs(30));
+    let all = text(&out);
+    assert!(!timed_out, "egress did not stop after --duration:\n{all}");
+    assert!(
+        all.contains("writing HLS to plenary-egress-hls/"),
+        "no default output announced:\n{all}"
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(2),
+        "usage error without arguments:\n{all}"
+    );
+}

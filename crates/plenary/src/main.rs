@@ -1,6 +1,7 @@
 //! `plenary`: one binary, one subcommand per job.
 
 mod cred;
+mod egress_cmd;
 mod sfu_cmd;
 mod turn_cmd;
 mod turn_run;
@@ -31,6 +32,11 @@ enum Command {
     Cred(cred::CredArgs),
     /// Validate a TURN config (Plenary TOML or coturn syntax) without starting.
     CheckConfig(turn_cmd::ConfigSource),
+    /// Pull a room's programme over WHEP and push it as a broadcast: H.264 at a fixed size and
+    /// one mixed AAC track, over RTMP(S) and SRT, as HLS and as an MP4 recording. Each output
+    /// reconnects on its own. Exit code: 0 stopped (signal or --duration), 1 media pipeline
+    /// failure, 2 bad arguments, 3 WHEP refused (token), 4 GStreamer plugins missing.
+    Egress(Box<plenary_egress::EgressArgs>),
     /// Load generators that measure a server's capacity.
     #[command(subcommand)]
     Probe(ProbeCommand),
@@ -54,6 +60,7 @@ fn main() -> ExitCode {
         Command::Turn(args) => turn_cmd::run(*args),
         Command::Sfu(args) => sfu_cmd::run(*args),
         Command::Cred(args) => cred::run(args),
+        Command::Egress(args) => return egress_cmd::run(*args),
         Command::CheckConfig(source) => turn_cmd::check(source),
         Command::Probe(ProbeCommand::Turn(args)) => {
             return match plenary_probe::turn::run(*args) {

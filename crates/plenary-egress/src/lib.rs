@@ -1,0 +1,20 @@
+//! `plenary egress`: a WHEP client of the SFU's programme feed that turns it into a
+//! broadcast (fixed-format H.264 and one mixed AAC track) pushed over RTMP(S) and SRT, and
+//! written as HLS and MP4. See README.md and docs/decisions/0005-egress.md.
+
+pub mod args;
+pub mod backoff;
+mod fanout;
+mod metrics_desc;
+mod mixer;
+mod output;
+mod pull;
+pub mod run;
+pub mod source;
+pub mod status;
+pub mod target;
+pub mod timeline;
+pub mod whep;
+
+pub use args::EgressArgs;
+pub use run::{exit, run};
