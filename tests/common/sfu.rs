@@ -41,6 +41,11 @@ impl Sfu {
     pub fn base(&self) -> String {
         format!("http://{}", self.sfu.as_ref().expect("running").http_addr())
     }
+
+    /// The shared UDP media port.
+    pub fn media_addr(&self) -> SocketAddr {
+        self.sfu.as_ref().expect("running").media_addr()
+    }
 }
 
 impl Drop for Sfu {

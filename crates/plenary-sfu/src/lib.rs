@@ -20,6 +20,8 @@ mod cascade;
 pub mod config;
 pub mod core;
 pub mod dtls_trace;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod media;
 mod metrics_desc;

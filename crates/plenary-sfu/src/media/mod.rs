@@ -17,7 +17,7 @@ use crate::{Cmd, SfuConfig, Shared, CONNECT_TIMEOUT, MAX_WAIT};
 
 mod control;
 mod forward;
-mod io;
+pub(crate) mod io;
 mod listing;
 pub(crate) mod model;
 mod peer;
