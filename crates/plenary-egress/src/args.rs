@@ -31,8 +31,8 @@ pub struct EgressArgs {
     #[arg(long = "to", value_name = "URL")]
     pub to: Vec<String>,
 
-    /// Also write HLS (index.m3u8 and 2 s MPEG-TS segments) into this directory. With no
-    /// --to, --hls or --record at all, HLS goes to ./plenary-egress-hls/.
+    /// Also write HLS (index.m3u8 and 2 s MPEG-TS segments) into this directory. Run with no
+    /// arguments at all, HLS goes to ./plenary-egress-hls/.
     #[arg(long, value_name = "DIR")]
     pub hls: Option<PathBuf>,
 

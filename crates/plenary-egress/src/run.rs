@@ -76,9 +76,13 @@ fn parse_size(size: &str) -> Option<(u32, u32)> {
 
 fn start(args: &EgressArgs) -> Result<u8, (u8, String)> {
     let usage = |m: String| (exit::USAGE, m);
-    // With no output named at all, the embedded default: HLS in the working directory.
+    // Run with no arguments at all (the binary's contract): the embedded default output, HLS
+    // in the working directory. A named source without an output is still a usage error.
     let hls = match &args.hls {
-        None if args.to.is_empty() && args.record.is_none() => {
+        None if args.to.is_empty()
+            && args.record.is_none()
+            && args.from == crate::args::DEFAULT_FROM =>
+        {
             let dir = std::path::PathBuf::from(crate::args::DEFAULT_HLS_DIR);
             eprintln!(
                 "egress: no --to, --hls or --record given: writing HLS to {}/",
