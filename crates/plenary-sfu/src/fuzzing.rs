@@ -96,14 +96,7 @@ pub fn whip_offer(
     if let Err(e) = crate::token::verify(secrets, token_of(&req).as_deref(), room, now_unix) {
         return reply(StatusCode::UNAUTHORIZED, &e.to_string());
     }
-    // The same test as `http::offer`, which takes it from a live request.
-    let is_sdp = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/sdp"));
-    if !is_sdp {
+    if !crate::http::is_sdp(&req) {
         return reply(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "content-type must be application/sdp",

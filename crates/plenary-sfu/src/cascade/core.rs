@@ -562,6 +562,22 @@ impl LinkCore {
     }
 }
 
+/// The link datagram that carries one of our packets (the payload is borrowed, not copied).
+pub(crate) fn wire_packet(track: u64, layer: u8, packet: &Packet) -> MediaPacket<'_> {
+    MediaPacket {
+        track,
+        layer,
+        ssrc: packet.ssrc,
+        pt: *packet.pt,
+        seq: packet.seq as u16,
+        ts: packet.ts,
+        marker: packet.marker,
+        audio_level: packet.audio_level,
+        voice_activity: packet.voice_activity,
+        payload: &packet.payload,
+    }
+}
+
 fn local_id(remote: u64, pseudo: usize) -> u64 {
     (remote << WORKER_BITS) | pseudo as u64
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use plenary_cascade::link::Link;
-use plenary_cascade::wire::{datagram_len, decode_datagram, ControlMsg, MediaPacket};
+use plenary_cascade::wire::{datagram_len, decode_datagram, ControlMsg};
 use tokio::sync::mpsc;
 
 use super::core::{Action, LinkCore};
@@ -120,18 +120,7 @@ pub(super) async fn run(
                     layer,
                     packet,
                 } => {
-                    let p = MediaPacket {
-                        track,
-                        layer,
-                        ssrc: packet.ssrc,
-                        pt: *packet.pt,
-                        seq: packet.seq as u16,
-                        ts: packet.ts,
-                        marker: packet.marker,
-                        audio_level: packet.audio_level,
-                        voice_activity: packet.voice_activity,
-                        payload: &packet.payload,
-                    };
+                    let p = super::core::wire_packet(track, layer, &packet);
                     if handle.send_media(&p) {
                         bytes.tx.fetch_add(datagram_len(&p) as u64, Relaxed);
                     }

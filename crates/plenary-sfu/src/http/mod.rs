@@ -209,13 +209,7 @@ async fn offer(
         .query()
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
-    let is_sdp = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/sdp"));
-    if !is_sdp {
+    if !is_sdp(&req) {
         return text(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "content-type must be application/sdp",
@@ -288,4 +282,13 @@ async fn offer(
         Ok(Ok(Err((status, msg)))) => text(status, &msg),
         _ => text(StatusCode::SERVICE_UNAVAILABLE, "media loop did not answer"),
     }
+}
+
+/// Whether a WHIP/WHEP request says its body is SDP (parameters after `;` ignored).
+pub(crate) fn is_sdp<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/sdp"))
 }

@@ -324,18 +324,7 @@ fn deliver(from: &mut Vec<Action>, to: &mut LinkCore, drop_seq: Option<u64>) -> 
                 layer,
                 packet,
             } if Some(packet.seq) != drop_seq => {
-                let p = MediaPacket {
-                    track,
-                    layer,
-                    ssrc: packet.ssrc,
-                    pt: *packet.pt,
-                    seq: packet.seq as u16,
-                    ts: packet.ts,
-                    marker: packet.marker,
-                    audio_level: None,
-                    voice_activity: None,
-                    payload: &packet.payload,
-                };
+                let p = wire_packet(track, layer, &packet);
                 if let Some((_, msg)) = to.on_datagram(&p, Instant::now(), &mut back) {
                     back.push(Action::Workers(0, msg));
                 }
