@@ -273,23 +273,9 @@ fn send(
 
 /// Onsets (s) where a per-frame luma average crosses mid-grey upwards.
 fn flash_onsets(path: &std::path::Path) -> Vec<f64> {
-    let graph = format!("movie={},signalstats", path.display());
-    let mut cmd = Command::new("ffprobe");
-    cmd.args(["-v", "error", "-f", "lavfi", "-i", &graph])
-        .args([
-            "-show_entries",
-            "frame=pts_time:frame_tags=lavfi.signalstats.YAVG",
-            "-of",
-            "csv=p=0",
-        ]);
-    let (out, _) = run_with_timeout(cmd, Duration::from_secs(60));
     let mut onsets = Vec::new();
     let mut was_bright = true;
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let mut it = line.split(',').filter_map(|v| v.trim().parse::<f64>().ok());
-        let (Some(t), Some(y)) = (it.next(), it.next()) else {
-            continue;
-        };
+    for (t, y) in luma_track(path) {
         let bright = y > 40.0;
         if bright && !was_bright {
             onsets.push(t);
