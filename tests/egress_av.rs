@@ -271,6 +271,14 @@ fn send(
     let _ = writer.write(pt, start + Duration::from_micros(pts_us), rtp, data);
 }
 
+/// ffmpeg, ffprobe and GStreamer's tools, which every test here reads back with (a missing
+/// one fails under CI=true, in `require_peer`).
+fn media_peers_present() -> bool {
+    ["ffmpeg", "ffprobe", "gst-inspect-1.0"]
+        .iter()
+        .all(|p| require_peer(p).is_some())
+}
+
 /// Onsets (s) where a per-frame luma average crosses mid-grey upwards.
 fn flash_onsets(path: &std::path::Path) -> Vec<f64> {
     let mut onsets = Vec::new();
@@ -311,10 +319,7 @@ fn beep_onsets(path: &std::path::Path) -> Vec<f64> {
             across runs (docs/decisions/0005-egress.md); run with --ignored"]
 fn beep_and_flash_stay_within_80_ms() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if ["ffmpeg", "ffprobe", "gst-inspect-1.0"]
-        .iter()
-        .any(|p| require_peer(p).is_none())
-    {
+    if !media_peers_present() {
         return;
     }
     let sfu = Sfu::start();
@@ -408,10 +413,7 @@ fn luma_track(path: &std::path::Path) -> Vec<(f64, f64)> {
 #[test]
 fn speaker_switches_leave_no_gap() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if ["ffmpeg", "ffprobe", "gst-inspect-1.0"]
-        .iter()
-        .any(|p| require_peer(p).is_none())
-    {
+    if !media_peers_present() {
         return;
     }
     const A: u8 = 80;
@@ -507,10 +509,7 @@ fn speaker_switches_leave_no_gap() {
 #[test]
 fn glass_to_rtmp_latency_is_reported() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if ["ffmpeg", "ffprobe", "gst-inspect-1.0"]
-        .iter()
-        .any(|p| require_peer(p).is_none())
-    {
+    if !media_peers_present() {
         return;
     }
     let sfu = Sfu::start();
