@@ -267,7 +267,7 @@ fn chromium_whip_on_a_plays_by_whep_on_b_and_c_and_crosses_each_link_once() {
     eprintln!("publisher on A: {}", ready["outbound"]);
 
     whep_tab(&driver, &cluster.base("b"), room, "WHEP viewer on B");
-    whep_tab(&driver, &cluster.base("c"), room, "WHEP viewer on C");
+    let c_tab = whep_tab(&driver, &cluster.base("c"), room, "WHEP viewer on C");
     assert!(
         cluster.link_tx("a", "b") > 0 && cluster.link_tx("a", "c") > 0,
         "A's links: {:?}",
@@ -321,9 +321,54 @@ fn chromium_whip_on_a_plays_by_whep_on_b_and_c_and_crosses_each_link_once() {
         "with 5 viewers on B and 1 on C, A -> B is {:.3} times A -> C",
         five.b_per_c()
     );
+
+    // C drains: its WHEP session is closed and the page pulls again from another node of the
+    // room (its answer named them), while B's viewers go on.
+    let left = cluster.drain("c", Duration::from_secs(5));
+    assert_eq!(left, 0, "C's WHEP session was not ended by the drain");
+    driver.switch_to(&c_tab);
+    let t0 = Instant::now();
+    let moved = poll(
+        &driver,
+        WHEP_REHOMED,
+        &json!([cluster.base("c"), 10]),
+        MEDIA,
+    )
+    .unwrap_or_else(|last| {
+        panic!(
+            "the WHEP page on C did not play again from another node: {last:#}\nconsole: {:#?}",
+            driver.browser_log()
+        )
+    });
+    eprintln!(
+        "WHEP viewer on C re-homed to {} in {:.1} s after the drain",
+        moved["source"],
+        t0.elapsed().as_secs_f64()
+    );
+    let before: Vec<usize> = extra.iter().map(video_on).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let after: Vec<usize> = extra.iter().map(video_on).collect();
+    assert!(
+        before.iter().zip(&after).all(|(b, a)| a > b),
+        "B's viewers stopped getting video during C's drain: {before:?} -> {after:?}"
+    );
     drop(extra);
     drop(driver);
 }
+
+/// whep.html after its node drained: `ok` once it pulled again (`repulls`), from a node other
+/// than `arguments[0]`, and decoded more than `arguments[1]` frames there.
+const WHEP_REHOMED: &str = r#"
+const done = arguments[arguments.length - 1];
+const [drained, minFrames] = arguments;
+const w = window.whep;
+const page = { state: w.state, error: w.error, repulls: w.repulls, source: w.source,
+  alternates: w.alternates, status: document.getElementById('status').textContent };
+if (!w.pc || w.repulls < 1 || !w.source || w.source.startsWith(drained)) { done(page); return; }
+Plenary.inboundStats(w.pc).then((s) => {
+  done(Object.assign(page, { ok: s.video.framesDecoded > minFrames, video: s.video }));
+}, (e) => done(Object.assign(page, { statsError: String(e) })));
+"#;
 
 /// index.html: `ok` once joined, `arguments[0]` is among the participants, more than
 /// `arguments[1]` video frames were decoded and more than `arguments[2]` audio bytes arrived on

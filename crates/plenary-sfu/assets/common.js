@@ -89,7 +89,22 @@ const Plenary = {
       throw new Error(`${url}: HTTP ${resp.status} ${body.trim()}`);
     }
     const location = resp.headers.get('Location');
-    return { answer: body, resource: location ? new URL(location, url).href : null };
+    // resp.url is where a 307 led; a cascade node names the room's other nodes as alternates.
+    return {
+      answer: body,
+      resource: location ? new URL(location, resp.url).href : null,
+      alternates: Plenary.alternates(resp.headers.get('Link')),
+    };
+  },
+
+  /** The `rel="alternate"` targets of a Link header (a cascade node's other nodes). */
+  alternates(link) {
+    if (!link) return [];
+    return link
+      .split(/,(?=\s*<)/)
+      .filter((l) => /;\s*rel="?alternate"?/i.test(l))
+      .map((l) => (l.match(/<([^>]*)>/) || [])[1])
+      .filter(Boolean);
   },
 
   /**

@@ -375,6 +375,31 @@ pub async fn serve(config: SfuConfig) -> anyhow::Result<RunningSfu> {
     })
 }
 
+/// What a WHIP/WHEP URL's query asks for beyond a plain session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SessionOpts {
+    /// WHIP `?source=screen`: the publisher's video is a screen share (OBS sending slides).
+    pub screen_source: bool,
+    /// WHEP `?screen=1`: the offer's second video m-line carries the room's screen share, and
+    /// the programme m-lines carry cameras only (a broadcast lays them out side by side).
+    pub screen_slot: bool,
+}
+
+impl SessionOpts {
+    /// Reads `source=screen` and `screen=1|true` from a query string; other keys are ignored.
+    pub(crate) fn from_query(query: Option<&str>) -> Self {
+        let mut o = Self::default();
+        for pair in query.unwrap_or("").split('&') {
+            match pair.split_once('=') {
+                Some(("source", "screen")) => o.screen_source = true,
+                Some(("screen", "1" | "true")) => o.screen_slot = true,
+                _ => {}
+            }
+        }
+        o
+    }
+}
+
 type JoinReply = oneshot::Sender<Result<(u64, String), (StatusCode, String)>>;
 
 /// What the HTTP side asks of the media thread.
@@ -382,11 +407,13 @@ pub(crate) enum Cmd {
     Whip {
         room: String,
         offer: SdpOffer,
+        opts: SessionOpts,
         reply: JoinReply,
     },
     Whep {
         room: String,
         offer: SdpOffer,
+        opts: SessionOpts,
         reply: JoinReply,
     },
     /// WHIP/WHEP `DELETE`: the resource id is the participant id.

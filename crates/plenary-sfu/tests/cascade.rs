@@ -550,3 +550,50 @@ async fn full_and_draining_nodes_send_participants_elsewhere() {
     node_b.shutdown().await;
     node_a.shutdown().await;
 }
+
+/// WHIP/WHEP clients on a draining node: the 201 named the room's other node as an alternate,
+/// drain ends their sessions (no signalling channel to redirect them), and posting again to the
+/// draining node is answered with a 307 to the live one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whep_viewers_of_a_draining_node_are_sent_on() {
+    let _serial = SERIAL.lock().await;
+    let Some(redis) = Redis::start() else { return };
+    let node_a = node(&redis, "node-a", SECRET).await;
+    let node_b = node(&redis, "node-b", SECRET).await;
+    let a_url = format!("http://{}", node_a.http_addr());
+    let mut ada = Client::join(node_a.http_addr(), "r", "ada").await;
+    ada.publish(PublishPlan::av(1, 200_000)).await;
+    let b_http = node_b.http_addr();
+    let (viewer, _amid, vmids, head) =
+        tokio::task::spawn_blocking(move || whep_viewer_at(b_http, "/whep/r", 1))
+            .await
+            .unwrap();
+    let alternate = format!("<{a_url}/whep/r>; rel=\"alternate\"").to_ascii_lowercase();
+    assert!(
+        head.to_ascii_lowercase().contains(&alternate),
+        "the answer names node A: {head}"
+    );
+    assert!(
+        eventually(10 * SEC, || viewer.shared.count_on(&vmids[0]) > 30).await,
+        "B's viewer gets A's video"
+    );
+    assert_eq!(node_b.peers(), 1);
+
+    // The viewer's session ends with the drain, well before the drain's timeout.
+    let t0 = std::time::Instant::now();
+    let left = node_b.drain(Duration::from_secs(8)).await;
+    assert_eq!(left, 0, "WHEP session ended by the drain");
+    assert!(t0.elapsed() < 5 * SEC, "drained in {:?}", t0.elapsed());
+    let (status, head, _) = tokio::task::spawn_blocking(move || {
+        http_post_sdp_head(b_http, "/whep/r?token=t", "v=0\r\n")
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 307, "{head}");
+    let location = format!("location: {a_url}/whep/r?token=t").to_ascii_lowercase();
+    assert!(head.to_ascii_lowercase().contains(&location), "{head}");
+    drop(viewer);
+    ada.leave().await;
+    node_b.shutdown().await;
+    node_a.shutdown().await;
+}

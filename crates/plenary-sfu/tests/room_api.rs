@@ -824,3 +824,92 @@ async fn joins_and_leaves_reach_the_room_as_coalesced_deltas() {
         );
     }
 }
+
+/// WHEP `?screen=1`: the second video m-line carries the screen share published by WHIP
+/// `?source=screen`, the first only cameras; when the share ends, the screen m-line goes quiet
+/// and the camera goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whep_screen_slot_carries_the_screen_share() {
+    let _serial = SERIAL.lock().await;
+    let sfu = start_sfu(|_| {}).await;
+    let http = sfu.http_addr();
+    let (camera, screen, viewer, screen_loc, amid, vmids) =
+        tokio::task::spawn_blocking(move || {
+            let (camera, _) = whip_publisher(http, "/whip/pres", PublishPlan::av(1, 300_000));
+            camera
+                .shared
+                .talking
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let screen_plan = PublishPlan {
+                tag: 2,
+                audio: false,
+                video: vec![LayerPlan {
+                    rid: None,
+                    bps: 300_000,
+                }],
+            };
+            let (screen, loc) = whip_publisher(http, "/whip/pres?source=screen", screen_plan);
+            let (viewer, amid, vmids, _) = whep_viewer_at(http, "/whep/pres?screen=1", 2);
+            (camera, screen, viewer, loc, amid, vmids)
+        })
+        .await
+        .unwrap();
+    let (programme, screen_mid) = (vmids[0].clone(), vmids[1].clone());
+    let tags_on = |mid: &str| -> Vec<u8> {
+        let mut t: Vec<u8> = viewer
+            .shared
+            .records_on(mid)
+            .iter()
+            .map(|r| r.tag)
+            .collect();
+        t.sort_unstable();
+        t.dedup();
+        t
+    };
+    assert!(
+        eventually(10 * SEC, || viewer.shared.count_on(&screen_mid) > 60
+            && viewer.shared.count_on(&programme) > 60)
+        .await,
+        "both video m-lines carry media: programme {} screen {}",
+        viewer.shared.count_on(&programme),
+        viewer.shared.count_on(&screen_mid)
+    );
+    assert_eq!(
+        tags_on(&programme),
+        vec![1],
+        "the programme carries the camera only"
+    );
+    assert_eq!(
+        tags_on(&screen_mid),
+        vec![2],
+        "the screen m-line carries the screen only"
+    );
+    assert!(
+        viewer.shared.count_on(&amid) > 0,
+        "audio reaches the viewer"
+    );
+
+    // The share ends: the screen m-line goes quiet, the camera goes on.
+    let status = tokio::task::spawn_blocking(move || http_status(http, "DELETE", &screen_loc))
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    drop(screen);
+    tokio::time::sleep(SEC / 2).await;
+    let (screen_then, camera_then) = (
+        viewer.shared.count_on(&screen_mid),
+        viewer.shared.count_on(&programme),
+    );
+    tokio::time::sleep(SEC).await;
+    assert_eq!(
+        viewer.shared.count_on(&screen_mid),
+        screen_then,
+        "screen m-line quiet"
+    );
+    assert!(
+        viewer.shared.count_on(&programme) > camera_then + 20,
+        "camera goes on"
+    );
+    drop((camera, viewer));
+    sfu.shutdown().await;
+}

@@ -458,8 +458,12 @@ impl Cascade {
             h.send_control(ControlMsg::Draining);
         }
         for room in rooms {
-            let nodes = match self.directory.room_nodes(&room).await {
-                Ok(n) => n,
+            let target = match self.drain_target(&room).await {
+                Ok(Some(t)) => t,
+                Ok(None) => {
+                    tracing::info!(room, "cascade drain: no other live node");
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(
                         room,
@@ -468,28 +472,28 @@ impl Cascade {
                     continue;
                 }
             };
-            let pick = |nodes: &[NodeInfo]| {
-                nodes
-                    .iter()
-                    .filter(|n| n.name != self.node && !n.draining)
-                    .min_by_key(|n| n.load)
-                    .cloned()
-            };
-            // A room held here alone moves to any live node.
-            let target = match pick(&nodes) {
-                Some(t) => Some(t),
-                None => pick(&self.directory.nodes().await.unwrap_or_default()),
-            };
-            let Some(target) = target else {
-                tracing::info!(room, "cascade drain: no other live node");
-                continue;
-            };
             tracing::info!(room, to = %target.name, "cascade drain: re-homing participants");
             shared.router.broadcast(|| crate::Cmd::Rehome {
                 room: room.clone(),
                 url: target.http.clone(),
             });
         }
+    }
+
+    /// Where a draining node sends a room's clients: the least loaded live node of the room,
+    /// else (a room held here alone) of the cluster. None when there is no other live node.
+    pub(crate) async fn drain_target(&self, room: &str) -> anyhow::Result<Option<NodeInfo>> {
+        let pick = |nodes: &[NodeInfo]| {
+            nodes
+                .iter()
+                .filter(|n| n.name != self.node && !n.draining)
+                .min_by_key(|n| n.load)
+                .cloned()
+        };
+        if let Some(t) = pick(&self.directory.room_nodes(room).await?) {
+            return Ok(Some(t));
+        }
+        Ok(pick(&self.directory.nodes().await?))
     }
 
     /// SIGTERM: tell the other nodes, leave the directory, close the links.

@@ -39,11 +39,8 @@ fn cors(mut r: Resp) -> Resp {
 
 /// Plain-text error body, always one line (str0m parse errors span several).
 /// 307 to the same request on another node (cascade placement); the client re-sends its offer.
-fn redirect(location: &str) -> Resp {
-    let mut r = text(
-        StatusCode::TEMPORARY_REDIRECT,
-        "this node is full; use Location",
-    );
+fn redirect(location: &str, why: &str) -> Resp {
+    let mut r = text(StatusCode::TEMPORARY_REDIRECT, why);
     if let Ok(loc) = HeaderValue::from_str(location) {
         r.headers_mut().insert(LOCATION, loc);
     }
@@ -139,6 +136,17 @@ async fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Resp {
                 return unauthorized(e);
             }
             if shared.draining() {
+                // A cascade node sends WHIP/WHEP clients on (they follow 307s) to a live node.
+                if let Some(c) = &shared.cascade {
+                    if let Ok(Some(node)) = c.drain_target(arg).await {
+                        let query = req.uri().query().map(|q| format!("?{q}"));
+                        let query = query.unwrap_or_default();
+                        return redirect(
+                            &format!("{}/{kind}/{arg}{query}", node.http),
+                            "this node is draining; use Location",
+                        );
+                    }
+                }
                 return text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "sfu is draining; try another node",
@@ -146,6 +154,15 @@ async fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Resp {
             }
             let mut r = offer(req, &shared, arg.to_owned(), kind == "whip").await;
             if r.status() == StatusCode::CREATED {
+                // The room's other nodes, where a client goes if this one dies or drains.
+                if let Some(c) = &shared.cascade {
+                    for url in c.room_urls(arg).iter().skip(1) {
+                        let l = format!("<{url}/{kind}/{arg}>; rel=\"alternate\"");
+                        if let Ok(v) = HeaderValue::from_str(&l) {
+                            r.headers_mut().append(hyper::header::LINK, v);
+                        }
+                    }
+                }
                 if let Some(ice) = &shared.config.ice_servers {
                     for l in token::link_headers(&token::ice_servers(ice, unix_now())) {
                         if let Ok(v) = HeaderValue::from_str(&l) {
@@ -238,16 +255,19 @@ async fn offer(
     };
     let (tx, rx) = oneshot::channel();
     let room_name = room.clone();
+    let opts = crate::SessionOpts::from_query(query.strip_prefix('?'));
     let cmd = if publisher {
         Cmd::Whip {
             room,
             offer,
+            opts,
             reply: tx,
         }
     } else {
         Cmd::Whep {
             room,
             offer,
+            opts,
             reply: tx,
         }
     };
@@ -256,7 +276,10 @@ async fn offer(
             Ok(()) => {}
             Err(crate::cascade::JoinRefusal::Redirect(url)) => {
                 let kind = if publisher { "whip" } else { "whep" };
-                return redirect(&format!("{url}/{kind}/{room_name}{query}"));
+                return redirect(
+                    &format!("{url}/{kind}/{room_name}{query}"),
+                    "this node is full; use Location",
+                );
             }
             Err(crate::cascade::JoinRefusal::Directory(e)) => {
                 return text(StatusCode::SERVICE_UNAVAILABLE, &e)

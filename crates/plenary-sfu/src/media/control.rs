@@ -32,15 +32,25 @@ impl MediaLoop {
             None => cmd,
         };
         match cmd {
-            Cmd::Whip { room, offer, reply } => {
-                let r = self.http_session(room.clone(), offer, PeerKind::Whip);
+            Cmd::Whip {
+                room,
+                offer,
+                opts,
+                reply,
+            } => {
+                let r = self.http_session(room.clone(), offer, PeerKind::Whip, opts);
                 if r.is_err() {
                     self.shared.router.left(&room, self.worker);
                 }
                 let _ = reply.send(r);
             }
-            Cmd::Whep { room, offer, reply } => {
-                let r = self.http_session(room.clone(), offer, PeerKind::Whep);
+            Cmd::Whep {
+                room,
+                offer,
+                opts,
+                reply,
+            } => {
+                let r = self.http_session(room.clone(), offer, PeerKind::Whep, opts);
                 if r.is_err() {
                     self.shared.router.left(&room, self.worker);
                 }
@@ -48,7 +58,10 @@ impl MediaLoop {
             }
             Cmd::Handoff { src, data } => self.datagram(src, &data),
             Cmd::Pipe(msg) => self.pipe(msg),
-            Cmd::Rehome { room, url } => self.tell_room(&room, &ServerMsg::Redirect { url }),
+            Cmd::Rehome { room, url } => {
+                self.tell_room(&room, &ServerMsg::Redirect { url });
+                self.end_http_sessions(&room);
+            }
             Cmd::RoomNodes { room, nodes } => self.tell_room(&room, &ServerMsg::Nodes { nodes }),
             Cmd::Leave { id, reply } => {
                 let known = self
@@ -92,6 +105,38 @@ impl MediaLoop {
             if let Some(p) = self.participants.get(id) {
                 p.send(msg.clone());
             }
+        }
+    }
+
+    /// Drain: WHIP/WHEP clients have no signalling channel, so their sessions end here; they
+    /// post again, and this draining node sends them on with a 307.
+    fn end_http_sessions(&mut self, room: &str) {
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let ended: Vec<u64> = r
+            .participants
+            .iter()
+            .copied()
+            .filter(|id| crate::workers::worker_of(*id) == self.worker)
+            .filter(|id| {
+                self.participants
+                    .get(id)
+                    .is_some_and(|p| p.events.is_none())
+            })
+            .collect();
+        for id in ended {
+            tracing::info!(id, room, "drain: WHIP/WHEP session ended for re-homing");
+            // RTCP BYE and DTLS close_notify tell the client at once, not after ICE times out.
+            let peers = self.participants.get(&id).map(|p| [p.publish, p.subscribe]);
+            for peer in peers.into_iter().flatten().flatten() {
+                let closed = self.peers.get_mut(&peer).map(|p| p.rtc.close());
+                if let Some(Err(e)) = closed {
+                    tracing::debug!(peer, "drain: close: {e}");
+                }
+                self.drain_peer(peer);
+            }
+            self.remove_participant(id);
         }
     }
 
@@ -147,6 +192,7 @@ impl MediaLoop {
         room: String,
         offer: SdpOffer,
         kind: PeerKind,
+        opts: crate::SessionOpts,
     ) -> Result<(u64, String), HttpErr> {
         self.admit()?;
         let mut rtc = self.new_rtc(kind == PeerKind::Whep)?;
@@ -177,10 +223,11 @@ impl MediaLoop {
         if publishes {
             self.person_joined(id);
         }
-        self.peers
-            .insert(peer_id, Peer::new(id, kind, rtc, Instant::now()));
+        let mut peer = Peer::new(id, kind, rtc, Instant::now());
+        peer.opts = opts;
+        self.peers.insert(peer_id, peer);
         self.drain_peer(peer_id);
-        tracing::info!(id, %room, ?kind, "session joined");
+        tracing::info!(id, %room, ?kind, ?opts, "session joined");
         Ok((id, answer.to_sdp_string()))
     }
 
@@ -328,6 +375,7 @@ impl MediaLoop {
             return;
         };
         let owner = peer.participant;
+        let opts = peer.opts;
         if peer.kind.publishes() {
             if self.track_by_mid.contains_key(&(peer_id, mid)) {
                 return;
@@ -344,6 +392,7 @@ impl MediaLoop {
             });
             let source = declared.unwrap_or(match kind {
                 MediaKind::Audio => TrackSource::Microphone,
+                MediaKind::Video if opts.screen_source => TrackSource::Screen,
                 MediaKind::Video => TrackSource::Camera,
             });
             let id = self.new_id();
@@ -384,6 +433,9 @@ impl MediaLoop {
             let rank = peer.slots.iter().filter(|s| s.kind == kind).count();
             let role = match kind {
                 MediaKind::Audio => SlotRole::Loudest(rank),
+                // With a screen slot, the second video m-line is the screen.
+                MediaKind::Video if opts.screen_slot && rank == 1 => SlotRole::Screen,
+                MediaKind::Video if opts.screen_slot && rank > 1 => SlotRole::Speaker(rank - 1),
                 MediaKind::Video => SlotRole::Speaker(rank),
             };
             peer.slots.push(Slot::new(mid, kind, role, 2));

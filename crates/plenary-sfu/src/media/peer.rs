@@ -63,6 +63,8 @@ pub(crate) struct Peer {
     /// added media only in the `SdpApi` that added it, so they are added when the offer is
     /// made, with the same `SdpApi` that applies it.
     pub queued: Vec<(MediaKind, SlotRole, u8)>,
+    /// What the WHIP/WHEP URL asked for.
+    pub opts: crate::SessionOpts,
 }
 
 /// What a drain saw, copied out so the worker can act on other peers.
@@ -98,6 +100,7 @@ impl Peer {
             renegotiate: false,
             conn: None,
             queued: Vec::new(),
+            opts: crate::SessionOpts::default(),
         }
     }
 

@@ -180,6 +180,8 @@ impl MediaLoop {
             return;
         };
         let me = peer.participant;
+        // A viewer with a screen m-line gets the screen there and cameras in the programme.
+        let cameras_only = peer.opts.screen_slot;
         // Who this subscriber hears in its loudest-audio m-lines: the room's heard talkers
         // but itself. Decided per subscriber because it may have fewer m-lines than the room
         // has slots (WHEP offers one): a talker keeps the m-line it is heard on, freed m-lines
@@ -226,13 +228,18 @@ impl MediaLoop {
                 SlotRole::Speaker(k) => programme
                     .iter()
                     .filter(|p| **p != me)
+                    .filter_map(|p| {
+                        let t = tracks_of(&self.participants, &self.tracks, *p, MediaKind::Video)?;
+                        let screen = self.tracks.get(&t)?.source == TrackSource::Screen;
+                        (!(cameras_only && screen)).then_some(t)
+                    })
                     .nth(k)
-                    .and_then(|p| tracks_of(&self.participants, &self.tracks, *p, MediaKind::Video))
                     .or_else(|| {
                         (k == 0)
-                            .then(|| any_video(&self.tracks, &room.tracks))
+                            .then(|| any_video(&self.tracks, &room.tracks, cameras_only))
                             .flatten()
                     }),
+                SlotRole::Screen => latest_screen(&self.tracks, &room.tracks),
             };
             // Last-N applies to camera tracks bound by subscription.
             if let SlotRole::Track(t) = slot.role {
@@ -422,9 +429,23 @@ fn tracks_of(
     best
 }
 
-fn any_video(tracks: &FxHashMap<u64, Track>, room_tracks: &[u64]) -> Option<u64> {
-    room_tracks
-        .iter()
-        .copied()
-        .find(|t| tracks.get(t).is_some_and(|t| t.kind == MediaKind::Video))
+fn any_video(
+    tracks: &FxHashMap<u64, Track>,
+    room_tracks: &[u64],
+    cameras_only: bool,
+) -> Option<u64> {
+    room_tracks.iter().copied().find(|t| {
+        tracks.get(t).is_some_and(|t| {
+            t.kind == MediaKind::Video && !(cameras_only && t.source == TrackSource::Screen)
+        })
+    })
+}
+
+/// The most recently published screen share of a room.
+fn latest_screen(tracks: &FxHashMap<u64, Track>, room_tracks: &[u64]) -> Option<u64> {
+    room_tracks.iter().rev().copied().find(|t| {
+        tracks
+            .get(t)
+            .is_some_and(|t| t.kind == MediaKind::Video && t.source == TrackSource::Screen)
+    })
 }

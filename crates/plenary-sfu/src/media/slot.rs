@@ -14,6 +14,8 @@ pub(crate) enum SlotRole {
     Speaker(usize),
     /// The k-th loudest microphone of the room.
     Loudest(usize),
+    /// WHEP `?screen=1`: the room's latest screen share, empty while nobody shares.
+    Screen,
     /// Unsubscribed; the m-line stays but carries nothing.
     Idle,
 }

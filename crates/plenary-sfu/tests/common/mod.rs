@@ -1058,6 +1058,77 @@ pub fn whep_viewer(http: SocketAddr, room: &str) -> (MediaPeer, String, String) 
     (peer, amid.to_string(), vmid.to_string())
 }
 
+/// A WHEP viewer at `path` (query allowed) with one audio and `videos` video m-lines; returns
+/// the peer, the audio mid, the video mids in SDP order and the answer's response head.
+pub fn whep_viewer_at(
+    http: SocketAddr,
+    path: &str,
+    videos: usize,
+) -> (MediaPeer, String, Vec<String>, String) {
+    let (mut rtc, sock) = new_rtc(true);
+    let mut api = rtc.sdp_api();
+    let amid = api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    let vmids: Vec<String> = (0..videos)
+        .map(|_| {
+            api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None)
+                .to_string()
+        })
+        .collect();
+    let (offer, pending) = api.apply().expect("whep offer");
+    let (status, head, body) = http_post_sdp_head(http, path, &offer.to_sdp_string());
+    assert_eq!(status, 201, "WHEP POST {path}: {head}\n{body}");
+    rtc.sdp_api()
+        .accept_answer(pending, SdpAnswer::from_sdp_string(&body).unwrap())
+        .unwrap();
+    let peer = spawn_peer(rtc, sock, None, Arc::new(PeerShared::default()));
+    (peer, amid.to_string(), vmids, head)
+}
+
+/// A WHIP publisher at `path` (query allowed) sending `plan` (single-layer video) once
+/// connected; returns the peer and its resource Location.
+pub fn whip_publisher(http: SocketAddr, path: &str, plan: PublishPlan) -> (MediaPeer, String) {
+    let (mut rtc, sock) = new_rtc(false);
+    let mut api = rtc.sdp_api();
+    let amid = plan
+        .audio
+        .then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+    let vmid = (!plan.video.is_empty())
+        .then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+    let (offer, pending) = api.apply().expect("whip offer");
+    let (status, head, body) = http_post_sdp_head(http, path, &offer.to_sdp_string());
+    assert_eq!(status, 201, "WHIP POST {path}: {head}\n{body}");
+    let location = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("location")
+                .then(|| v.trim().to_owned())
+        })
+        .expect("Location");
+    rtc.sdp_api()
+        .accept_answer(pending, SdpAnswer::from_sdp_string(&body).unwrap())
+        .unwrap();
+    let sender = SenderState::new(&rtc, &plan, amid, vmid);
+    let shared = Arc::new(PeerShared::default());
+    shared.sending.store(true, Ordering::SeqCst);
+    (spawn_peer(rtc, sock, Some(sender), shared), location)
+}
+
+/// Sends a bodiless request; returns the status.
+pub fn http_status(addr: SocketAddr, method: &str, path: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8_lossy(&raw);
+    raw.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status")
+}
+
 // ---------------------------------------------------------------------------------------------
 // Analysis of received streams.
 
