@@ -12,7 +12,12 @@ struct Cli {
     args: SfuProbeArgs,
 }
 
+/// One probe at a time: two at once share the two cores with their SFU, and the audio-loss
+/// check is about the client, not about an overloaded machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn probe(scenario: &str, tag: &str, ramp: &str) -> serde_json::Value {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = std::env::temp_dir().join(format!("plenary-sfu-{tag}-{}", std::process::id()));
     let cli = Cli::parse_from([
         "probe",
