@@ -48,6 +48,11 @@ pub struct SfuProbeArgs {
     /// every process is stopped at the end.
     #[arg(long, value_name = "N", conflicts_with_all = ["target", "embedded", "sfu_config"])]
     pub local_nodes: Option<usize>,
+    /// With --local-nodes: SIGKILL node K (0-based; node 0 holds the publishers) SECS seconds
+    /// into the first measured step, once. That step's report holds the re-homings of the
+    /// killed node's participants (steps[].cascade.rehome: rejoin, audio and video back).
+    #[arg(long, value_name = "K@SECS", requires = "local_nodes")]
+    pub kill_node: Option<String>,
     /// Which signalling the target speaks.
     #[arg(long, value_enum, default_value_t = Api::Plenary)]
     pub api: Api,
@@ -142,6 +147,24 @@ pub struct SfuProbeArgs {
 }
 
 impl SfuProbeArgs {
+    /// `--kill-node K@SECS` as (node index, seconds into the first measured step).
+    pub fn kill_node(&self) -> anyhow::Result<Option<(usize, u64)>> {
+        let Some(spec) = &self.kill_node else {
+            return Ok(None);
+        };
+        let parsed = spec
+            .split_once('@')
+            .and_then(|(k, s)| Some((k.trim().parse().ok()?, s.trim().parse().ok()?)));
+        let Some((k, secs)) = parsed else {
+            anyhow::bail!("--kill-node {spec}: expected K@SECS, e.g. 1@5 (node 1, 5 s in)");
+        };
+        let nodes = self.local_nodes.unwrap_or(0);
+        if k >= nodes {
+            anyhow::bail!("--kill-node {spec}: node {k} does not exist (--local-nodes {nodes})");
+        }
+        Ok(Some((k, secs)))
+    }
+
     /// The scenario with the command line's overrides applied.
     pub fn scenario(&self) -> anyhow::Result<Scenario> {
         let mut s = Scenario::load(&self.scenario)?;
@@ -179,5 +202,38 @@ impl SfuProbeArgs {
         set(&mut t.min_join_pct, self.min_join_pct);
         set(&mut s.probe.max_cpu_pct, self.max_probe_cpu_pct);
         Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SfuProbeArgs;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SfuProbeArgs,
+    }
+
+    fn kill(argv: &[&str]) -> Result<Option<(usize, u64)>, String> {
+        let cli = Cli::try_parse_from(std::iter::once("probe").chain(argv.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        cli.args.kill_node().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn kill_node_names_a_local_node_and_a_time() {
+        assert_eq!(kill(&[]), Ok(None));
+        assert_eq!(
+            kill(&["--local-nodes", "3", "--kill-node", "1@5"]),
+            Ok(Some((1, 5)))
+        );
+        let e = kill(&["--local-nodes", "3", "--kill-node", "3@5"]).unwrap_err();
+        assert!(e.contains("node 3 does not exist"), "{e}");
+        let e = kill(&["--local-nodes", "3", "--kill-node", "one"]).unwrap_err();
+        assert!(e.contains("expected K@SECS"), "{e}");
+        // Only a cascade this probe started may be killed.
+        assert!(kill(&["--kill-node", "1@5"]).is_err());
     }
 }

@@ -70,6 +70,7 @@ pub fn run(args: SfuProbeArgs) -> anyhow::Result<i32> {
     let scenario = args.scenario()?;
     let plan = Plan::new(scenario);
     let local_nodes = args.local_nodes.unwrap_or(0);
+    let kill = args.kill_node()?;
     let embedded = (args.embedded || args.target.is_none()) && local_nodes == 0;
     let cpus = load::cpu_count();
     let pinning = !args.no_pin;
@@ -211,6 +212,13 @@ pub fn run(args: SfuProbeArgs) -> anyhow::Result<i32> {
         args.quiet,
     );
     runner.links = (!metrics.is_empty()).then_some(links::Scraper { nodes: metrics });
+    if let (Some((k, secs)), Some(c)) = (kill, &local) {
+        runner.kill = Some(run::NodeKill {
+            pid: c.pids()[k],
+            name: format!("n{k}"),
+            after: Duration::from_secs(secs),
+        });
+    }
     if let Some(dir) = &args.report {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let f = std::fs::File::create(dir.join("timeseries.ndjson"))?;

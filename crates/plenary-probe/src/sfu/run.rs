@@ -50,6 +50,15 @@ pub struct Runner<'a> {
     started: Instant,
     /// Probe clock when the current step started joining: its re-homings are those since.
     step_from_us: u64,
+    /// `--kill-node`: a node to SIGKILL during the first measured step.
+    pub kill: Option<NodeKill>,
+}
+
+/// A node of the local cascade to kill (ours: started by `local`), and when.
+pub struct NodeKill {
+    pub pid: u32,
+    pub name: String,
+    pub after: Duration,
 }
 
 impl<'a> Runner<'a> {
@@ -82,6 +91,7 @@ impl<'a> Runner<'a> {
             interrupted: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),
             step_from_us: 0,
+            kill: None,
         }
     }
 
@@ -353,6 +363,17 @@ impl<'a> Runner<'a> {
 
     async fn measure(&mut self, k: usize, n: u32, joins: Joins) -> StepResult {
         self.drivers(|| Cmd::BeginStep);
+        if let Some(kill) = self.kill.take() {
+            self.say(format_args!(
+                "  killing node {} (pid {}) {:?} into this step",
+                kill.name, kill.pid, kill.after
+            ));
+            std::thread::spawn(move || {
+                std::thread::sleep(kill.after);
+                // SAFETY: kill(2) on a child this probe started (the local cascade's node).
+                unsafe { libc::kill(kill.pid as libc::pid_t, libc::SIGKILL) };
+            });
+        }
         let (snap0, cpu0, t0) = (self.snapshot(), self.server.sample(), Instant::now());
         let links0 = self.links.as_ref().map(|l| l.read());
         self.last = snap0.clone();
