@@ -162,3 +162,38 @@ pub fn max_volume(path: &Path) -> f64 {
         .and_then(|v| v.trim().trim_end_matches("dB").trim().parse().ok())
         .unwrap_or(-120.0)
 }
+
+/// A region of the picture to read: width, height, x, y (ffmpeg's `crop`).
+#[derive(Clone, Copy, Debug)]
+pub struct Region {
+    pub width: u32,
+    pub height: u32,
+    pub x: u32,
+    pub y: u32,
+}
+
+/// Average luma (signalstats YAVG) of each decoded frame, or of `region` of it, with the
+/// frame's time in seconds.
+pub fn luma_track(path: &Path, region: Option<Region>) -> Vec<(f64, f64)> {
+    let crop = region
+        .map(|r| format!(",crop={}:{}:{}:{}", r.width, r.height, r.x, r.y))
+        .unwrap_or_default();
+    let graph = format!("movie={}{crop},signalstats", path.display());
+    let mut cmd = Command::new("ffprobe");
+    cmd.args(["-v", "error", "-f", "lavfi", "-i", &graph])
+        .args([
+            "-show_entries",
+            "frame=pts_time:frame_tags=lavfi.signalstats.YAVG",
+            "-of",
+            "csv=p=0",
+        ]);
+    let (out, timed_out) = run_with_timeout(cmd, Duration::from_secs(60));
+    assert!(!timed_out, "ffprobe signalstats {} hung", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split(',').filter_map(|v| v.trim().parse::<f64>().ok());
+            Some((it.next()?, it.next()?))
+        })
+        .collect()
+}

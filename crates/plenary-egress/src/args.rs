@@ -13,7 +13,9 @@ pub const DEFAULT_HLS_DIR: &str = "plenary-egress-hls";
 #[derive(Args, Clone, Debug)]
 pub struct EgressArgs {
     /// The WHEP endpoint of the room's programme, e.g. http://sfu.example:8080/whep/assembly.
-    /// Default: room `demo` of a `plenary sfu` on its embedded defaults on this host.
+    /// `screen=1` is added (the room's screen share, shown with the speaker as a
+    /// picture-in-picture) unless the URL sets `screen=0`. Default: room `demo` of a
+    /// `plenary sfu` on its embedded defaults on this host.
     #[arg(long, value_name = "URL", default_value = DEFAULT_FROM)]
     pub from: String,
 

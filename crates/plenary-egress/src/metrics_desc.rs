@@ -31,7 +31,7 @@ pub const METRICS: &[MetricDesc] = &[
     MetricDesc {
         name: "plenary_egress_source_frames_total",
         kind: MetricKind::Counter,
-        help: "Frames received from the WHEP source (label kind: audio, video).",
+        help: "Frames received from the WHEP source (label kind: audio, video, screen).",
     },
     MetricDesc {
         name: "plenary_egress_source_dropped_total",
@@ -40,9 +40,9 @@ pub const METRICS: &[MetricDesc] = &[
             "Source frames not used (label reason: codec, mixer_behind, no_keyframe, input_error, bad_packet).",
     },
     MetricDesc {
-        name: "plenary_egress_source_reconnects_total",
+        name: "plenary_egress_source_repulls_total",
         kind: MetricKind::Counter,
-        help: "Times the WHEP source was lost and pulled again.",
+        help: "Times the WHEP source was lost or refused and pulled again (label reason: http, connect, ice, closed, silence, webrtc).",
     },
     MetricDesc {
         name: "plenary_egress_source_up",

@@ -1,18 +1,23 @@
-//! The GStreamer core: the programme's video and the loudest voices in, one H.264 stream and
-//! one AAC stream out, on two appsinks that `fanout` hands to every output's own pipeline.
+//! The GStreamer core: the programme's video, the screen share and the loudest voices in,
+//! one H.264 stream and one AAC stream out, on two appsinks that `fanout` hands to every
+//! output's own pipeline.
 //!
 //! A live black video source and a live silent audio source feed the compositor and the
 //! audio mixer as their bottom layer. Both mixers are live aggregators: they produce output
 //! on the clock whether or not a WHEP input has data, so the broadcast's timeline is never
-//! interrupted by a speaker switch, an empty room or a WHEP source being pulled again.
+//! interrupted by a speaker switch, a screen share that starts or stops (only the pads'
+//! boxes change, `layout`), an empty room or a WHEP source being pulled again.
 
 use anyhow::{anyhow, Context};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::source::{Frame, VideoCodec};
+use crate::layout::{self, Layout, Rect, ScreenPresence};
+use crate::source::{Frame, VideoCodec, VideoRole};
 use crate::timeline::{SenderClock, Timeline};
 
 /// The broadcast's fixed format.
@@ -36,6 +41,16 @@ const MAX_LATE: Duration = Duration::from_millis(100);
 /// stay in sync; re-anchoring each on its own earliest arrival measured audio 100 ms ahead
 /// of video (docs/decisions/0005-egress.md). The price is up to this much added latency.
 const MAX_EARLY: Duration = Duration::from_millis(500);
+
+/// How far an audio input's stamps may drift from the sample count before the Opus decoder
+/// and the audio mixer follow them. Both default to "never" (the decoder) or 40 ms after 1 s
+/// (the mixer): an audio stream then stays where its first buffer put it, while the video
+/// follows every correction of the sender clock, and lip sync was off by up to 93 ms for a
+/// whole run. The stamps are smooth (sender time plus a slowly changing offset), so a tight
+/// tolerance does not make the audio jump on jitter.
+const AUDIO_TOLERANCE: Duration = Duration::from_millis(20);
+/// How long the audio mixer waits before following a drift larger than `AUDIO_TOLERANCE`.
+const AUDIO_DISCONT_WAIT: Duration = Duration::from_millis(200);
 
 /// GStreamer elements the egress cannot run without, and the Debian package holding each.
 pub const REQUIRED: &[(&str, &str)] = &[
@@ -67,7 +82,8 @@ pub fn missing_elements() -> Vec<String> {
         .collect()
 }
 
-/// The decode chain of the programme video, rebuilt when the speaker's codec changes.
+/// The decode chain of one video m-line (the programme or the screen share), rebuilt when
+/// its codec changes.
 struct VideoInput {
     codec: VideoCodec,
     src: gst_app::AppSrc,
@@ -77,6 +93,8 @@ struct VideoInput {
     last: Option<Duration>,
     /// Frames are dropped until a keyframe, so the decoder never starts on a delta frame.
     synced: bool,
+    /// Frames out of the decoder (counted on its streaming thread).
+    decoded: Arc<AtomicU64>,
 }
 
 struct AudioInput {
@@ -92,10 +110,16 @@ pub struct Mixer {
     compositor: gst::Element,
     audiomixer: gst::Element,
     format: Format,
-    video: Option<VideoInput>,
+    /// Indexed by `VideoRole::index`.
+    video: [Option<VideoInput>; 2],
     audio: Vec<Option<AudioInput>>,
-    /// Lip sync once sender reports are in (stream 0: video, 1 + k: audio slot k).
+    /// Lip sync once sender reports are in (stream 0: the speaker's video, 1 + k: audio
+    /// slot k). The screen share is stamped on its arrival (`Timeline`) and waits for none.
     sender_clock: SenderClock,
+    screen: ScreenPresence,
+    /// Screen frames decoded when `tick` last looked.
+    screen_seen: u64,
+    layout: Layout,
 }
 
 impl Mixer {
@@ -118,7 +142,8 @@ impl Mixer {
                ! appsink name=vout sync=false async=false max-buffers=64 drop=true \
              videotestsrc is-live=true pattern=black \
                ! video/x-raw,width={w},height={h},framerate={fps}/1 ! vmix. \
-             audiomixer name=amix latency={latency} \
+             audiomixer name=amix latency={latency} alignment-threshold={align} \
+               discont-wait={discont_wait} \
                ! audio/x-raw,rate=48000,channels=2 \
                ! avenc_aac bitrate={ab} \
                ! appsink name=aout sync=false async=false max-buffers=64 drop=true \
@@ -126,6 +151,8 @@ impl Mixer {
                ! audio/x-raw,rate=48000,channels=2 ! amix.",
             vk = format.video_kbps,
             ab = format.audio_kbps * 1000,
+            align = AUDIO_TOLERANCE.as_nanos(),
+            discont_wait = AUDIO_DISCONT_WAIT.as_nanos(),
         );
         let pipeline = gst::parse::launch(&desc)
             .context("building the mixer pipeline")?
@@ -148,9 +175,12 @@ impl Mixer {
             audiomixer: by_name("amix")?,
             pipeline,
             format,
-            video: None,
+            video: [None, None],
             audio: (0..audio_slots).map(|_| None).collect(),
             sender_clock: SenderClock::default(),
+            screen: ScreenPresence::default(),
+            screen_seen: 0,
+            layout: Layout::Speaker,
         })
     }
 
@@ -161,43 +191,48 @@ impl Mixer {
             .unwrap_or_default()
     }
 
-    /// Hands one frame from the WHEP source to its input. Returns true when the video
+    /// Hands one frame from the WHEP source to its input. Returns the video m-line whose
     /// decoder waits for a keyframe (the source should ask the publisher for one).
-    pub fn push(&mut self, frame: Frame) -> anyhow::Result<bool> {
+    pub fn push(&mut self, frame: Frame) -> anyhow::Result<Option<VideoRole>> {
         let now = self.running_time();
         match frame {
             Frame::Video {
+                role,
                 codec,
                 keyframe,
                 media_us,
                 sender_us,
                 data,
             } => {
-                if self.video.as_ref().is_some_and(|v| v.codec != codec) {
-                    tracing::info!(codec = codec.name(), "programme video changes codec");
-                    self.drop_video();
+                let i = role.index();
+                if self.video[i].as_ref().is_some_and(|v| v.codec != codec) {
+                    tracing::info!(codec = codec.name(), ?role, "video changes codec");
+                    self.drop_video(role);
                 }
-                if self.video.is_none() {
-                    self.video = Some(self.video_input(codec)?);
+                if self.video[i].is_none() {
+                    self.video[i] = Some(self.video_input(role, codec)?);
                 }
-                let Some(v) = self.video.as_mut() else {
-                    return Ok(false);
+                let Some(v) = self.video[i].as_mut() else {
+                    return Ok(None);
                 };
                 if !v.synced && !keyframe {
-                    return Ok(true);
+                    return Ok(Some(role));
                 }
                 v.synced = true;
                 let stamp = v.timeline.stamp(media_us, now);
+                // The screen share keeps its arrival stamps: it waits for no other stream.
+                let sender_us = sender_us.filter(|_| role == VideoRole::Speaker);
                 let (pts, discont) = on_sender_clock(
                     &mut self.sender_clock,
                     0,
+                    media_us,
                     sender_us,
                     now,
                     stamp,
                     &mut v.last,
                 );
                 push_buffer(&v.src, &data, pts, discont || keyframe, keyframe);
-                Ok(false)
+                Ok(None)
             }
             Frame::Audio {
                 slot,
@@ -206,7 +241,7 @@ impl Mixer {
                 data,
             } => {
                 if slot >= self.audio.len() {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 if self.audio[slot].is_none() {
                     self.audio[slot] = Some(self.audio_input(slot)?);
@@ -216,6 +251,7 @@ impl Mixer {
                     let (pts, discont) = on_sender_clock(
                         &mut self.sender_clock,
                         1 + slot,
+                        media_us,
                         sender_us,
                         now,
                         stamp,
@@ -223,19 +259,65 @@ impl Mixer {
                     );
                     push_buffer(&a.src, &data, pts, discont, true);
                 }
-                Ok(false)
+                Ok(None)
             }
         }
     }
 
-    /// After the WHEP source was pulled again: the next video must start on a keyframe.
-    pub fn resync(&mut self) {
-        if let Some(v) = self.video.as_mut() {
-            v.synced = false;
+    /// The WHEP source is lost: black until the next session's first keyframe (rather than
+    /// its last picture frozen for seconds), silence as the voices stop. The next session
+    /// may come from another node, whose sender reports start a new sender clock.
+    pub fn source_lost(&mut self) {
+        for role in VideoRole::ALL {
+            self.drop_video(role);
+        }
+        self.sender_clock = SenderClock::default();
+    }
+
+    /// Follows the screen share: shows it while its frames are decoded, hides it when they
+    /// stop. Returns the new layout when it changes.
+    pub fn tick(&mut self, now: Instant) -> Option<Layout> {
+        let decoded = self.video[VideoRole::Screen.index()]
+            .as_ref()
+            .map_or(0, |v| v.decoded.load(Ordering::Relaxed));
+        if decoded != self.screen_seen {
+            self.screen_seen = decoded;
+            self.screen.frame(now);
+        }
+        let layout = self.screen.layout(now);
+        if layout == self.layout {
+            return None;
+        }
+        self.layout = layout;
+        for role in VideoRole::ALL {
+            self.place(role);
+        }
+        Some(layout)
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Puts the input's compositor pad where the current layout wants it.
+    fn place(&self, role: VideoRole) {
+        if let Some(v) = self.video[role.index()].as_ref() {
+            let (rect, zorder) = self.box_of(role);
+            set_box(&v.mixer_pad, rect, zorder);
         }
     }
 
-    fn video_input(&self, codec: VideoCodec) -> anyhow::Result<VideoInput> {
+    /// The box and stacking order of `role`'s picture in the current layout (the speaker's
+    /// picture-in-picture above the screen).
+    fn box_of(&self, role: VideoRole) -> (Option<Rect>, u32) {
+        let placement = layout::place(self.layout, self.format.width, self.format.height);
+        match role {
+            VideoRole::Speaker => (Some(placement.speaker), 2),
+            VideoRole::Screen => (placement.screen, 1),
+        }
+    }
+
+    fn video_input(&self, role: VideoRole, codec: VideoCodec) -> anyhow::Result<VideoInput> {
         let caps = match codec {
             VideoCodec::Vp8 => gst::Caps::builder("video/x-vp8").build(),
             VideoCodec::Vp9 => gst::Caps::builder("video/x-vp9").build(),
@@ -244,7 +326,11 @@ impl Mixer {
                 .field("alignment", "au")
                 .build(),
         };
-        let src = live_appsrc(&format!("video-{}", codec.name()), &caps)?;
+        let name = match role {
+            VideoRole::Speaker => "speaker",
+            VideoRole::Screen => "screen",
+        };
+        let src = live_appsrc(&format!("{name}-{}", codec.name()), &caps)?;
         let mut chain: Vec<gst::Element> = vec![src.clone().upcast()];
         if codec == VideoCodec::H264 {
             chain.push(make("h264parse")?);
@@ -265,15 +351,21 @@ impl Mixer {
             .compositor
             .request_pad_simple("sink_%u")
             .ok_or_else(|| anyhow!("compositor gave no sink pad"))?;
-        // Letterboxed to the full frame, above the black background.
-        pad.set_property("zorder", 1u32);
-        pad.set_property("width", self.format.width as i32);
-        pad.set_property("height", self.format.height as i32);
+        // Letterboxed into its box, above the black background.
         pad.set_property_from_str("sizing-policy", "keep-aspect-ratio");
+        let (rect, zorder) = self.box_of(role);
+        set_box(&pad, rect, zorder);
         let last = chain.last().ok_or_else(|| anyhow!("empty chain"))?;
-        last.static_pad("src")
-            .ok_or_else(|| anyhow!("no src pad"))?
-            .link(&pad)?;
+        let out = last
+            .static_pad("src")
+            .ok_or_else(|| anyhow!("no src pad"))?;
+        out.link(&pad)?;
+        let decoded = Arc::new(AtomicU64::new(0));
+        let counter = decoded.clone();
+        out.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        });
         for e in &chain {
             e.sync_state_with_parent()?;
         }
@@ -285,13 +377,17 @@ impl Mixer {
             timeline: Timeline::new(MAX_LATE, MAX_EARLY),
             last: None,
             synced: false,
+            decoded,
         })
     }
 
-    fn drop_video(&mut self) {
-        let Some(v) = self.video.take() else {
+    fn drop_video(&mut self, role: VideoRole) {
+        let Some(v) = self.video[role.index()].take() else {
             return;
         };
+        if role == VideoRole::Screen {
+            self.screen_seen = 0;
+        }
         let _ = v.src.end_of_stream();
         for e in &v.elements {
             let _ = e.set_state(gst::State::Null);
@@ -312,6 +408,8 @@ impl Mixer {
         let decoder = make("opusdec")?;
         // Packet loss concealment rather than clicks.
         decoder.set_property("plc", true);
+        // Follow the stamps when they drift (see AUDIO_TOLERANCE), not the first one forever.
+        decoder.set_property("tolerance", AUDIO_TOLERANCE.as_nanos() as i64);
         let chain = [
             src.clone().upcast(),
             decoder,
@@ -353,11 +451,27 @@ impl Mixer {
     }
 }
 
+/// Shows a compositor pad's picture fitted into `rect`, or hides it (`None`).
+fn set_box(pad: &gst::Pad, rect: Option<Rect>, zorder: u32) {
+    match rect {
+        Some(r) => {
+            pad.set_property("xpos", r.x);
+            pad.set_property("ypos", r.y);
+            pad.set_property("width", r.width);
+            pad.set_property("height", r.height);
+            pad.set_property("zorder", zorder);
+            pad.set_property("alpha", 1.0f64);
+        }
+        None => pad.set_property("alpha", 0.0f64),
+    }
+}
+
 /// The stamp to use: on the sender's clock once its reports are in (lip sync across
 /// streams), else the stream's own arrival timeline. Never backwards within a stream.
 fn on_sender_clock(
     clock: &mut SenderClock,
     stream: usize,
+    media_us: u64,
     sender_us: Option<u64>,
     now: Duration,
     own: crate::timeline::Stamp,
@@ -366,7 +480,7 @@ fn on_sender_clock(
     let (mut pts, mut discont) = match sender_us {
         Some(us) => {
             let pts = clock.stamp(stream, us, now);
-            tracing::trace!(stream, sender_us = us, ?now, ?pts, own = ?own.pts, "sender clock");
+            tracing::trace!(stream, media_us, sender_us = us, ?now, ?pts, own = ?own.pts, "sender clock");
             (pts, false)
         }
         None => (own.pts, own.discont),
@@ -400,6 +514,12 @@ fn live_appsrc(name: &str, caps: &gst::Caps) -> anyhow::Result<gst_app::AppSrc> 
     // A stalled pipeline drops the oldest frames instead of growing without bound.
     src.set_property_from_str("leaky-type", "downstream");
     src.set_property("block", false);
+    // Left unset, a live appsrc answers the latency query with a maximum of 0 (GStreamer
+    // 1.22), below the live test sources' minimum of one buffer: the mixers' latency is
+    // then invalid, and they fall back to waiting for data on every pad instead of timing
+    // out on the clock. Any input that stops (a screen share ending, a speaker leaving)
+    // then stalls the whole broadcast. Unbounded: our stamps leave the mixers their latency.
+    src.set_latency(gst::ClockTime::ZERO, gst::ClockTime::NONE);
     Ok(src)
 }
 

@@ -14,8 +14,8 @@ use crate::backoff::Backoff;
 use crate::fanout::{Counters, Fanout, Feed};
 use crate::mixer::{missing_elements, Format, Mixer};
 use crate::output::{BusNews, OutputPipe};
-use crate::source::{SourceEvent, SourceSpec};
-use crate::status::{self, Meter, State, Totals};
+use crate::source::{KeyframeWants, SourceEvent, SourceSpec};
+use crate::status::{self, Meter, SourceState, State, Totals};
 use crate::target::Target;
 use crate::{pull, whep};
 
@@ -95,6 +95,7 @@ fn start(args: &EgressArgs) -> Result<u8, (u8, String)> {
     let targets =
         Target::all(&args.to, hls, args.record.clone()).map_err(|e| usage(e.to_string()))?;
     let url = whep::check_url(&args.from).map_err(|e| usage(e.to_string()))?;
+    let (url, screen) = whep::with_screen(&url);
     let (width, height) = parse_size(&args.size).ok_or_else(|| {
         usage(format!(
             "--size {:?}: expected WIDTHxHEIGHT with even numbers, e.g. 1280x720",
@@ -141,13 +142,19 @@ fn start(args: &EgressArgs) -> Result<u8, (u8, String)> {
 
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone());
-    let want_keyframe = Arc::new(AtomicBool::new(true));
+    let want_keyframe = Arc::new([AtomicBool::new(true), AtomicBool::new(false)]);
     let (tx, rx) = sync_channel(1024);
     let (refused_tx, refused_rx) = sync_channel(1);
+    let mut source = status::Source {
+        node: whep::display(&url),
+        state: SourceState::Pulling,
+        repulls: 0,
+    };
     let spec = SourceSpec {
         url,
         token: args.token.clone(),
         audio_slots: AUDIO_SLOTS,
+        screen,
         want_keyframe: want_keyframe.clone(),
     };
     let puller = pull::spawn(spec, tx, stop.clone(), refused_tx)
@@ -182,7 +189,6 @@ fn start(args: &EgressArgs) -> Result<u8, (u8, String)> {
         .map(|s| now + Duration::from_secs_f64(s.max(0.0)));
     let every = (args.status_every > 0.0).then(|| Duration::from_secs_f64(args.status_every));
     let mut next_status = every.map(|e| now + e);
-    let mut source_state = String::from("connecting");
     let code = loop {
         if stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
             break exit::STOPPED;
@@ -191,17 +197,24 @@ fn start(args: &EgressArgs) -> Result<u8, (u8, String)> {
             eprintln!("plenary egress: WHEP source refused: {reason}");
             break exit::REFUSED;
         }
-        pump_source(&rx, &mut mixer, &want_keyframe, &mut source_state);
+        pump_source(&rx, &mut mixer, &want_keyframe, &mut source);
         if let Some(code) = pump_bus(&mixer) {
             break code;
         }
         let now = Instant::now();
+        if let Some(layout) = mixer.tick(now) {
+            tracing::info!(layout = layout.name(), "layout changes");
+        }
         for o in outputs.iter_mut() {
             tend(o, &fanout, &mixer, now);
         }
         if next_status.is_some_and(|t| now >= t) {
             next_status = every.map(|e| now + e);
-            report(&mut outputs, &args.from, &source_state, now);
+            eprintln!(
+                "egress {}",
+                status::source_line(&source, mixer.layout().name(), now)
+            );
+            report(&mut outputs, now);
         }
     };
     stop.store(true, Ordering::Relaxed);
@@ -222,19 +235,19 @@ fn start(args: &EgressArgs) -> Result<u8, (u8, String)> {
 fn pump_source(
     rx: &Receiver<SourceEvent>,
     mixer: &mut Mixer,
-    want_keyframe: &AtomicBool,
-    state: &mut String,
+    want_keyframe: &KeyframeWants,
+    source: &mut status::Source,
 ) {
     let mut next = rx.recv_timeout(Duration::from_millis(10)).ok();
     let mut handled = 0;
     while let Some(ev) = next.take() {
         match ev {
             SourceEvent::Frame(f) => match mixer.push(f) {
-                Ok(true) => {
-                    want_keyframe.store(true, Ordering::Relaxed);
+                Ok(Some(role)) => {
+                    want_keyframe[role.index()].store(true, Ordering::Relaxed);
                     metrics::counter!("plenary_egress_source_dropped_total", "reason" => "no_keyframe").increment(1);
                 }
-                Ok(false) => {}
+                Ok(None) => {}
                 Err(e) => {
                     metrics::counter!("plenary_egress_source_dropped_total", "reason" => "input_error").increment(1);
                     if let Some(suppressed) = INPUT_ERRORS.allow(0) {
@@ -242,15 +255,33 @@ fn pump_source(
                     }
                 }
             },
-            SourceEvent::Connected => {
-                *state = "connected".into();
-                metrics::gauge!("plenary_egress_source_up").set(1.0);
-                tracing::info!("WHEP source connected");
+            SourceEvent::Pulling { node } => {
+                tracing::info!(from = %node, "pulling the WHEP source");
+                source.node = node;
+                source.state = SourceState::Pulling;
             }
-            SourceEvent::Lost(reason) => {
-                *state = format!("lost ({reason})");
+            SourceEvent::Answered { node, alternates } => {
+                tracing::info!(from = %node, alternates, "WHEP source answered");
+                source.node = node;
+                source.state = SourceState::Answered;
+            }
+            SourceEvent::Connected => {
+                source.state = SourceState::Connected;
+                metrics::gauge!("plenary_egress_source_up").set(1.0);
+                tracing::info!(from = %source.node, "WHEP source connected");
+            }
+            SourceEvent::Lost {
+                reason,
+                detail,
+                retry_in,
+            } => {
+                source.state = SourceState::Lost {
+                    reason: format!("{}: {detail}", reason.as_str()),
+                    retry_at: Instant::now() + retry_in,
+                };
+                source.repulls += 1;
                 metrics::gauge!("plenary_egress_source_up").set(0.0);
-                mixer.resync();
+                mixer.source_lost();
             }
         }
         handled += 1;
@@ -343,8 +374,7 @@ fn fail(o: &mut Output, reason: &str, now: Instant) {
     );
 }
 
-fn report(outputs: &mut [Output], from: &str, source_state: &str, now: Instant) {
-    eprintln!("egress {from}  {source_state}");
+fn report(outputs: &mut [Output], now: Instant) {
     for o in outputs.iter_mut() {
         let totals = Totals {
             bytes: o.counters.bytes.load(Ordering::Relaxed),

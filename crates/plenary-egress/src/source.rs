@@ -1,7 +1,9 @@
 //! The WHEP side: one str0m peer in frame mode (str0m depacketizes and reorders), offering
-//! `audio_slots` audio m-lines and one video m-line, all receive-only. The SFU binds the
-//! video m-line to the programme (the active speaker's camera) and each audio m-line to one
-//! of the loudest voices. Frames go to the mixer through a bounded channel.
+//! `audio_slots` audio m-lines and two video m-lines (one without the screen share), all
+//! receive-only. The SFU binds the first video m-line to the programme (the active
+//! speaker's camera), the second, with `screen=1` in the URL, to the room's current screen
+//! share (no RTP while nobody shares), and each audio m-line to one of the loudest voices.
+//! Frames go to the mixer through a bounded channel.
 
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,10 +47,34 @@ impl VideoCodec {
     }
 }
 
+/// Which video m-line a frame came on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VideoRole {
+    /// The programme: the active speaker's camera.
+    Speaker,
+    /// The room's current screen share.
+    Screen,
+}
+
+impl VideoRole {
+    pub const ALL: [VideoRole; 2] = [VideoRole::Speaker, VideoRole::Screen];
+
+    pub fn index(self) -> usize {
+        match self {
+            VideoRole::Speaker => 0,
+            VideoRole::Screen => 1,
+        }
+    }
+}
+
+/// Set by the mixer when a video decoder needs a fresh keyframe, per `VideoRole::index`.
+pub type KeyframeWants = Arc<[AtomicBool; 2]>;
+
 /// One depacketized frame from the SFU.
 #[derive(Debug)]
 pub enum Frame {
     Video {
+        role: VideoRole,
         codec: VideoCodec,
         keyframe: bool,
         media_us: u64,
@@ -67,10 +93,55 @@ pub enum Frame {
 
 #[derive(Debug)]
 pub enum SourceEvent {
+    /// A session is being set up with this endpoint (shown with a URL token masked).
+    Pulling {
+        node: String,
+    },
+    /// The endpoint (after redirects) answered; it listed this many other nodes.
+    Answered {
+        node: String,
+        alternates: usize,
+    },
     Connected,
     Frame(Frame),
-    /// The session ended; the supervisor pulls the source again after a delay.
-    Lost(String),
+    /// The session ended; the supervisor pulls the source again after `retry_in`.
+    Lost {
+        reason: LossReason,
+        detail: String,
+        retry_in: Duration,
+    },
+}
+
+/// Why a session ended (the label of `plenary_egress_source_repulls_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossReason {
+    /// The WHEP POST failed: unreachable, an error status, a malformed answer.
+    Http,
+    /// No ICE/DTLS connection within `CONNECT_TIMEOUT`.
+    Connect,
+    /// str0m reported ICE disconnected.
+    Ice,
+    /// The SFU closed the session (DTLS close_notify: a draining node ends its WHEP
+    /// sessions so that their clients post again).
+    Closed,
+    /// Nothing at all (RTP, RTCP, STUN answers) from the node for `SILENCE_LIMIT`.
+    Silence,
+    /// The answer did not fit the offer, a socket or str0m error.
+    Webrtc,
+}
+
+impl LossReason {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossReason::Http => "http",
+            LossReason::Connect => "connect",
+            LossReason::Ice => "ice",
+            LossReason::Closed => "closed",
+            LossReason::Silence => "silence",
+            LossReason::Webrtc => "webrtc",
+        }
+    }
 }
 
 /// Why one session ended.
@@ -78,17 +149,39 @@ pub enum SourceEvent {
 pub enum SourceError {
     #[error(transparent)]
     Whep(#[from] WhepError),
-    #[error("{0}")]
-    Media(String),
+    #[error("{detail}")]
+    Media { reason: LossReason, detail: String },
+}
+
+impl SourceError {
+    fn media(reason: LossReason, detail: impl Into<String>) -> SourceError {
+        SourceError::Media {
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    fn webrtc(detail: impl Into<String>) -> SourceError {
+        SourceError::media(LossReason::Webrtc, detail)
+    }
+
+    pub fn reason(&self) -> LossReason {
+        match self {
+            SourceError::Whep(_) => LossReason::Http,
+            SourceError::Media { reason, .. } => *reason,
+        }
+    }
 }
 
 /// What one session needs; shared with the supervisor.
 pub struct SourceSpec {
+    /// `--from`, with `screen=1` added (`whep::with_screen`).
     pub url: Url,
     pub token: Option<String>,
     pub audio_slots: usize,
-    /// Set by the mixer when a decoder needs a fresh keyframe.
-    pub want_keyframe: Arc<AtomicBool>,
+    /// Offer the second video m-line, for the screen share.
+    pub screen: bool,
+    pub want_keyframe: KeyframeWants,
 }
 
 /// Datagrams str0m refuses are counted; their log lines are rate-limited.
@@ -97,49 +190,62 @@ static BAD_PACKETS: plenary_ops::ratelimit::LogLimiter<1> =
 
 /// No connection after this long: give up on this session and pull again.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// Nothing at all from the SFU for this long (it answers ICE keepalives every few seconds
-/// even in an empty room): the node is gone; pull again rather than wait for ICE to say so,
-/// which takes over 20 s.
-const SILENCE_LIMIT: Duration = Duration::from_secs(8);
+/// Nothing at all from the SFU for this long: the node is gone (killed, or it ended our
+/// session while draining); pull again rather than wait for ICE to say so. In an empty room
+/// only STUN answers come, one per `CONSENT_EVERY`: three of them missed.
+const SILENCE_LIMIT: Duration = Duration::from_secs(3);
+/// How often str0m checks the selected candidate pair once connected (its default, 3 s,
+/// would leave a live node silent for 3 s in an empty room).
+const CONSENT_EVERY: Duration = Duration::from_secs(1);
 /// Keyframe requests while none arrives (after a join or a decoder complaint).
 const KEYFRAME_RETRY: Duration = Duration::from_millis(1000);
 
-/// Runs one WHEP session until it is lost or `stop` is set. Returns Ok on `stop`.
+/// Runs one WHEP session with the endpoint `url` until it is lost or `stop` is set;
+/// `answered` sees the WHEP answer. Returns Ok on `stop`.
 pub fn run_session(
     spec: &SourceSpec,
+    url: &Url,
     tx: &SyncSender<SourceEvent>,
     stop: &AtomicBool,
+    answered: &mut dyn FnMut(&whep::Session),
 ) -> Result<(), SourceError> {
-    let sock = bind_towards(&spec.url)?;
+    let sock = bind_towards(url)?;
     let local = sock
         .local_addr()
-        .map_err(|e| SourceError::Media(format!("udp socket: {e}")))?;
-    let mut rtc = RtcConfig::new()
+        .map_err(|e| SourceError::webrtc(format!("udp socket: {e}")))?;
+    let mut config = RtcConfig::new()
         .clear_codecs()
         .enable_opus(true, false)
         .enable_vp8(true)
         .enable_vp9(true)
-        .enable_h264(true)
-        .build(Instant::now());
+        .enable_h264(true);
+    config.set_max_stun_rto(CONSENT_EVERY);
+    let mut rtc = config.build(Instant::now());
     let cand = Candidate::host(local, "udp")
-        .map_err(|e| SourceError::Media(format!("candidate {local}: {e}")))?;
+        .map_err(|e| SourceError::webrtc(format!("candidate {local}: {e}")))?;
     rtc.add_local_candidate(cand);
     let mut api = rtc.sdp_api();
     let audio: Vec<Mid> = (0..spec.audio_slots)
         .map(|_| api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None))
         .collect();
-    let video = api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    // In SDP order: the programme first, then the screen share.
+    let mut video = vec![api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None)];
+    if spec.screen {
+        video.push(api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None));
+    }
     let (offer, pending) = api
         .apply()
-        .ok_or_else(|| SourceError::Media("str0m made no offer".into()))?;
-    let session = whep::post_offer(&spec.url, spec.token.as_deref(), &offer.to_sdp_string())?;
+        .ok_or_else(|| SourceError::webrtc("str0m made no offer"))?;
+    let session = whep::post_offer(url, spec.token.as_deref(), &offer.to_sdp_string())?;
+    answered(&session);
     let result = (|| {
         let answer = SdpAnswer::from_sdp_string(&session.answer)
-            .map_err(|e| SourceError::Media(format!("WHEP answer does not parse: {e}")))?;
+            .map_err(|e| SourceError::webrtc(format!("WHEP answer does not parse: {e}")))?;
         rtc.sdp_api()
             .accept_answer(pending, answer)
-            .map_err(|e| SourceError::Media(format!("WHEP answer refused: {e}")))?;
-        drive(&mut rtc, &sock, local, &audio, video, spec, tx, stop)
+            .map_err(|e| SourceError::webrtc(format!("WHEP answer refused: {e}")))?;
+        let mids = Mids { audio, video };
+        drive(&mut rtc, &sock, local, &mids, spec, tx, stop)
     })();
     whep::delete(&session.resource, spec.token.as_deref());
     result
@@ -165,34 +271,41 @@ fn bind_towards(url: &Url) -> Result<UdpSocket, SourceError> {
         "[::]:0"
     }
     .parse()
-    .map_err(|e| SourceError::Media(format!("{e}")))?;
+    .map_err(|e| SourceError::webrtc(format!("{e}")))?;
     // connect() on UDP sends nothing: it only asks the kernel for the route's source address.
-    let probe = UdpSocket::bind(any).map_err(|e| SourceError::Media(format!("udp: {e}")))?;
+    let probe = UdpSocket::bind(any).map_err(|e| SourceError::webrtc(format!("udp: {e}")))?;
     probe
         .connect(remote)
         .map_err(|e| unreachable(format!("no route: {e}")))?;
     let ip = probe
         .local_addr()
-        .map_err(|e| SourceError::Media(format!("udp: {e}")))?
+        .map_err(|e| SourceError::webrtc(format!("udp: {e}")))?
         .ip();
-    UdpSocket::bind(SocketAddr::new(ip, 0)).map_err(|e| SourceError::Media(format!("udp: {e}")))
+    UdpSocket::bind(SocketAddr::new(ip, 0)).map_err(|e| SourceError::webrtc(format!("udp: {e}")))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The m-lines of one session.
+struct Mids {
+    audio: Vec<Mid>,
+    /// Indexed by `VideoRole::index`; the screen's only when it is asked for.
+    video: Vec<Mid>,
+}
+
 fn drive(
     rtc: &mut Rtc,
     sock: &UdpSocket,
     local: SocketAddr,
-    audio: &[Mid],
-    video: Mid,
+    mids: &Mids,
     spec: &SourceSpec,
     tx: &SyncSender<SourceEvent>,
     stop: &AtomicBool,
 ) -> Result<(), SourceError> {
     let started = Instant::now();
     let mut connected = false;
-    let mut last_keyframe_request: Option<Instant> = None;
-    let mut have_keyframe = false;
+    let mut last_keyframe_request = [None::<Instant>; 2];
+    // The programme asks for a keyframe from the start; the screen only when the mixer
+    // waits for one (its m-line carries nothing while nobody shares).
+    let mut have_keyframe = [false, true];
     let mut buf = vec![0u8; 2048];
     let mut last_rx = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -208,25 +321,38 @@ fn drive(
                         send(tx, SourceEvent::Connected);
                     }
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                        return Err(SourceError::Media("ICE disconnected".into()));
+                        return Err(SourceError::media(LossReason::Ice, "ICE disconnected"));
+                    }
+                    Event::Closed => {
+                        return Err(SourceError::media(
+                            LossReason::Closed,
+                            "the SFU closed the session",
+                        ));
                     }
                     Event::MediaData(d) => {
                         let media_us = d.time.as_micros();
                         let sender_us = sender_time_us(&d);
-                        if d.mid == video {
+                        if let Some(i) = mids.video.iter().position(|m| *m == d.mid) {
+                            let role = VideoRole::ALL[i];
                             let Some(codec) = VideoCodec::of(d.params.spec().codec) else {
                                 metrics::counter!("plenary_egress_source_dropped_total", "reason" => "codec").increment(1);
                                 continue;
                             };
                             let keyframe = d.is_keyframe();
-                            have_keyframe |= keyframe;
+                            have_keyframe[i] |= keyframe;
                             if keyframe {
-                                spec.want_keyframe.store(false, Ordering::Relaxed);
+                                spec.want_keyframe[i].store(false, Ordering::Relaxed);
                             }
-                            metrics::counter!("plenary_egress_source_frames_total", "kind" => "video").increment(1);
+                            let kind = match role {
+                                VideoRole::Speaker => "video",
+                                VideoRole::Screen => "screen",
+                            };
+                            metrics::counter!("plenary_egress_source_frames_total", "kind" => kind)
+                                .increment(1);
                             send(
                                 tx,
                                 SourceEvent::Frame(Frame::Video {
+                                    role,
                                     codec,
                                     keyframe,
                                     media_us,
@@ -234,7 +360,7 @@ fn drive(
                                     data: d.data,
                                 }),
                             );
-                        } else if let Some(slot) = audio.iter().position(|m| *m == d.mid) {
+                        } else if let Some(slot) = mids.audio.iter().position(|m| *m == d.mid) {
                             metrics::counter!("plenary_egress_source_frames_total", "kind" => "audio").increment(1);
                             send(
                                 tx,
@@ -249,27 +375,38 @@ fn drive(
                     }
                     _ => {}
                 },
-                Err(e) => return Err(SourceError::Media(format!("webrtc: {e}"))),
+                Err(e) => return Err(SourceError::webrtc(format!("webrtc: {e}"))),
             }
         };
         let now = Instant::now();
         if !connected && now.duration_since(started) > CONNECT_TIMEOUT {
-            return Err(SourceError::Media(format!(
-                "no ICE/DTLS connection within {CONNECT_TIMEOUT:?}"
-            )));
+            return Err(SourceError::media(
+                LossReason::Connect,
+                format!("no ICE/DTLS connection within {CONNECT_TIMEOUT:?}"),
+            ));
         }
         if connected && now.duration_since(last_rx) > SILENCE_LIMIT {
-            return Err(SourceError::Media(format!(
-                "nothing received from the SFU for {SILENCE_LIMIT:?}"
-            )));
+            return Err(SourceError::media(
+                LossReason::Silence,
+                format!("nothing received from the SFU for {SILENCE_LIMIT:?}"),
+            ));
         }
-        let wants = !have_keyframe || spec.want_keyframe.load(Ordering::Relaxed);
-        if connected && wants && last_keyframe_request.is_none_or(|t| now - t > KEYFRAME_RETRY) {
-            if let Some(mut w) = rtc.writer(video) {
-                let _ = w.request_keyframe(None, KeyframeRequestKind::Pli);
+        if connected {
+            let mut asked = false;
+            for (i, mid) in mids.video.iter().enumerate() {
+                let wants = !have_keyframe[i] || spec.want_keyframe[i].load(Ordering::Relaxed);
+                let due = last_keyframe_request[i].is_none_or(|t| now - t > KEYFRAME_RETRY);
+                if wants && due {
+                    if let Some(mut w) = rtc.writer(*mid) {
+                        let _ = w.request_keyframe(None, KeyframeRequestKind::Pli);
+                    }
+                    last_keyframe_request[i] = Some(now);
+                    asked = true;
+                }
             }
-            last_keyframe_request = Some(now);
-            continue; // flush the PLI
+            if asked {
+                continue; // flush the PLIs
+            }
         }
         let wait = timeout
             .saturating_duration_since(now)

@@ -1,5 +1,6 @@
-//! The status line a person at the terminal reads, one per output: state, bitrate, frame
-//! rate, dropped buffers and reconnects. Sans-IO: counters and times are passed in.
+//! The status lines a person at the terminal reads: one for the WHEP source (its state,
+//! the node it pulls from, the layout, re-pulls), one per output (state, bitrate, frame
+//! rate, dropped buffers and reconnects). Sans-IO: counters and times are passed in.
 
 use std::time::{Duration, Instant};
 
@@ -73,6 +74,47 @@ pub fn line(name: &str, state: &State, rates: &Rates, dropped: u64, reconnects: 
     )
 }
 
+/// Where the WHEP source stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceState {
+    /// A WHEP POST to the node is under way.
+    Pulling,
+    /// The node answered; ICE and DTLS are being set up.
+    Answered,
+    Connected,
+    /// Lost for this reason; the next attempt is at this time.
+    Lost {
+        reason: String,
+        retry_at: Instant,
+    },
+}
+
+/// What the source line shows.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// The WHEP endpoint of the current or last session (a URL token masked).
+    pub node: String,
+    pub state: SourceState,
+    /// Sessions lost and pulled again.
+    pub repulls: u64,
+}
+
+pub fn source_line(s: &Source, layout: &str, now: Instant) -> String {
+    let state = match &s.state {
+        SourceState::Pulling => "pulling".to_owned(),
+        SourceState::Answered => "connecting".to_owned(),
+        SourceState::Connected => "connected".to_owned(),
+        SourceState::Lost { reason, retry_at } => format!(
+            "lost ({reason}), pulling again in {:.0}s",
+            retry_at.saturating_duration_since(now).as_secs_f64().ceil()
+        ),
+    };
+    format!(
+        "source {}  {state}  layout {layout}  re-pulls {}",
+        s.node, s.repulls
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +151,29 @@ mod tests {
         assert_eq!(
             text,
             "srt://h:1  retry in 4s  0 kbit/s  0.0 fps  dropped 3  reconnects 2"
+        );
+    }
+
+    #[test]
+    fn the_source_line_names_the_node_and_the_state() {
+        let t0 = Instant::now();
+        let mut s = Source {
+            node: "http://127.0.0.1:8080/whep/r?screen=1".into(),
+            state: SourceState::Connected,
+            repulls: 0,
+        };
+        assert_eq!(
+            source_line(&s, "screen+speaker", t0),
+            "source http://127.0.0.1:8080/whep/r?screen=1  connected  layout screen+speaker  re-pulls 0"
+        );
+        s.state = SourceState::Lost {
+            reason: "silence".into(),
+            retry_at: t0 + Duration::from_millis(400),
+        };
+        s.repulls = 1;
+        assert_eq!(
+            source_line(&s, "speaker", t0),
+            "source http://127.0.0.1:8080/whep/r?screen=1  lost (silence), pulling again in 1s  layout speaker  re-pulls 1"
         );
     }
 }

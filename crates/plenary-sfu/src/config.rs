@@ -40,6 +40,8 @@ struct Doc {
     ops: OpsDoc,
     #[serde(default)]
     cascade: CascadeDoc,
+    #[serde(default)]
+    egress: crate::egress::config::EgressDoc,
 }
 
 #[derive(Deserialize, Default)]
@@ -251,6 +253,7 @@ pub fn parse_toml(text: &str, file: &str) -> Result<(SfuConfig, OpsConfig), Conf
         });
     }
     c.cascade = cascade_doc(&doc.cascade, &err, &addr)?;
+    c.egress = crate::egress::config::parse(&doc.egress, &err)?;
     let metrics = match doc.ops.metrics.as_deref() {
         None => Some(SocketAddr::from(([127, 0, 0, 1], 9642))),
         Some("") => None,

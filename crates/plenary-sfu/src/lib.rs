@@ -20,6 +20,7 @@ mod cascade;
 pub mod config;
 pub mod core;
 pub mod dtls_trace;
+mod egress;
 #[doc(hidden)]
 pub mod fuzzing;
 mod http;
@@ -30,6 +31,7 @@ pub mod token;
 mod workers;
 
 pub use cascade::{CascadeConfig, LinkStats};
+pub use egress::EgressConfig;
 use http::handle;
 use media::MediaLoop;
 pub use metrics_desc::describe_metrics;
@@ -77,6 +79,8 @@ pub struct SfuConfig {
     pub cascade: Option<CascadeConfig>,
     /// Bearer token for the admin endpoints (`GET /rooms`); `None` turns them off (403).
     pub admin_token: Option<String>,
+    /// Egresses started over HTTP (`POST /rooms/{room}/egress`), as child processes.
+    pub egress: EgressConfig,
 }
 
 /// TURN servers handed to clients, with TURN REST credentials from `plenary turn`'s secret.
@@ -107,6 +111,7 @@ impl Default for SfuConfig {
             room_spill: 150,
             cascade: None,
             admin_token: None,
+            egress: EgressConfig::default(),
         }
     }
 }
@@ -136,6 +141,8 @@ pub(crate) struct Shared {
     /// path, written when a worker learns or forgets an address.
     pub(crate) claims: std::sync::Mutex<std::collections::HashMap<SocketAddr, usize>>,
     pub(crate) cascade: Option<Arc<cascade::Cascade>>,
+    /// The `plenary egress` children started over HTTP.
+    pub(crate) egress: egress::Egresses,
 }
 
 impl Shared {
@@ -183,6 +190,8 @@ impl RunningSfu {
     /// Returns the number of peers still connected.
     pub async fn drain(&self, timeout: Duration) -> usize {
         self.shared.draining.store(true, Ordering::SeqCst);
+        // An egress is a WHEP peer of this node: it must go for the drain to end.
+        self.shared.egress.stop_all();
         if let Some(c) = &self.shared.cascade {
             // Room participants are sent to another node of their room before this one goes.
             c.drain(&self.shared).await;
@@ -213,6 +222,8 @@ impl RunningSfu {
 
     /// Stops accepting HTTP, ends the media loop and waits for both.
     pub async fn shutdown(mut self) {
+        // Egresses first, while their WHEP feed still runs (they finish their files).
+        self.shared.egress.shutdown(Duration::from_secs(30)).await;
         if let Some(c) = &self.shared.cascade {
             c.stop().await;
         }
@@ -233,6 +244,7 @@ impl RunningSfu {
 
 impl Drop for RunningSfu {
     fn drop(&mut self) {
+        self.shared.egress.shutdown_now();
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.http_stop.send(true);
     }
@@ -307,6 +319,7 @@ pub async fn serve(config: SfuConfig) -> anyhow::Result<RunningSfu> {
     }
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel::<Cmd>()).unzip();
     let stop = Arc::new(AtomicBool::new(false));
+    let egress = egress::Egresses::start(&config.egress, http_addr, &config.room_token_secrets)?;
     let shared = Arc::new(Shared {
         draining: AtomicBool::new(false),
         peers: (0..n).map(|_| AtomicUsize::new(0)).collect(),
@@ -315,6 +328,7 @@ pub async fn serve(config: SfuConfig) -> anyhow::Result<RunningSfu> {
         handoffs: std::sync::atomic::AtomicU64::new(0),
         claims: std::sync::Mutex::new(std::collections::HashMap::new()),
         cascade,
+        egress,
     });
     if let Some(c) = &shared.cascade {
         c.start(&shared).await;

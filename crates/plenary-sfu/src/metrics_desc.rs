@@ -71,5 +71,15 @@ pub fn describe_metrics() {
             kind: MetricKind::Counter,
             help: "Input dropped, by reason: malformed, unknown_source, unrouted, no_common_codec.",
         },
+        MetricDesc {
+            name: crate::egress::RUNNING_GAUGE,
+            kind: MetricKind::Gauge,
+            help: "plenary egress children running, started with POST /rooms/{room}/egress.",
+        },
+        MetricDesc {
+            name: crate::egress::EXITS_COUNTER,
+            kind: MetricKind::Counter,
+            help: "plenary egress children that exited, by code: 0 stopped, 1 media pipeline, 2 arguments, 3 WHEP refused, 4 GStreamer missing, signal (crash or SIGKILL).",
+        },
     ]);
 }

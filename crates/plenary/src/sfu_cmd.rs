@@ -84,6 +84,10 @@ pub fn load(args: &SfuArgs) -> anyhow::Result<(SfuConfig, OpsConfig, String)> {
         ),
     };
     let (mut sfu, mut ops) = parse_toml(&text, &name)?;
+    // Egresses started over HTTP run this same executable as `plenary egress`.
+    if sfu.egress.binary.is_none() {
+        sfu.egress.binary = std::env::current_exe().ok();
+    }
     if let Some(a) = args.http {
         sfu.http = a;
     }

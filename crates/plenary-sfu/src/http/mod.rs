@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 use crate::*;
 
+mod egress;
 pub(crate) mod rooms;
 mod ws;
 
@@ -176,6 +177,7 @@ async fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Resp {
         (Method::GET, "healthz") if arg.is_empty() => rooms::healthz(),
         (Method::GET, "readyz") if arg.is_empty() => rooms::readyz(&shared),
         (Method::GET, "rooms") if arg.is_empty() => rooms::list(&req, &shared).await,
+        (_, "rooms") if egress::is_egress_path(arg) => egress::handle(req, &shared, arg).await,
         (Method::GET, "rooms") => ws::upgrade(req, shared, arg.to_owned()).await,
         (Method::GET, _) => match assets::asset(&path) {
             Some((ctype, body)) => {
