@@ -32,7 +32,6 @@ mod workers;
 
 pub use cascade::{CascadeConfig, LinkStats};
 pub use egress::EgressConfig;
-use http::handle;
 use media::MediaLoop;
 pub use metrics_desc::describe_metrics;
 
@@ -286,8 +285,7 @@ fn worker_count(config: &SfuConfig) -> usize {
 
 /// Binds the sockets, starts the media workers and the HTTP accept loop.
 pub async fn serve(config: SfuConfig) -> anyhow::Result<RunningSfu> {
-    let listener = tokio::net::TcpListener::bind(config.http)
-        .await
+    let listener = http::bind_listener(config.http)
         .map_err(|e| anyhow::anyhow!("http listener {}: {e}", config.http))?;
     let http_addr = listener.local_addr()?;
     let first = media_socket(config.media)
@@ -354,29 +352,8 @@ pub async fn serve(config: SfuConfig) -> anyhow::Result<RunningSfu> {
                 })?,
         );
     }
-    let (http_stop, mut stop_rx) = watch::channel(false);
-    let http_shared = shared.clone();
-    let http_task = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = stop_rx.changed() => return,
-                acc = listener.accept() => {
-                    let Ok((tcp, _)) = acc else { continue };
-                    let shared = http_shared.clone();
-                    tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| {
-                            handle(req, shared.clone())
-                        });
-                        let io = hyper_util::rt::TokioIo::new(tcp);
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(io, svc)
-                            .with_upgrades()
-                            .await;
-                    });
-                }
-            }
-        }
-    });
+    let (http_stop, stop_rx) = watch::channel(false);
+    let http_task = tokio::spawn(http::accept_loop(listener, shared.clone(), stop_rx));
     tracing::info!(%http_addr, %media_addr, %advertised, workers = n, "sfu started");
     Ok(RunningSfu {
         http_addr,

@@ -81,5 +81,30 @@ pub fn describe_metrics() {
             kind: MetricKind::Counter,
             help: "plenary egress children that exited, by code: 0 stopped, 1 media pipeline, 2 arguments, 3 WHEP refused, 4 GStreamer missing, signal (crash or SIGKILL).",
         },
+        MetricDesc {
+            name: crate::http::CONNECTIONS_GAUGE,
+            kind: MetricKind::Gauge,
+            help: "Open HTTP connections, room API WebSockets included.",
+        },
+        MetricDesc {
+            name: crate::http::DROPPED_COUNTER,
+            kind: MetricKind::Counter,
+            help: "HTTP connections closed by the server, by reason: header_timeout (no complete request head within 10 s: slowloris, half-open), malformed (not HTTP/1.1), incomplete (client left mid-request), limit (16384 open already).",
+        },
+        MetricDesc {
+            name: crate::http::ACCEPT_ERRORS_COUNTER,
+            kind: MetricKind::Counter,
+            help: "HTTP accepts that failed, e.g. out of file descriptors (the listener backs off 50 ms).",
+        },
+        MetricDesc {
+            name: crate::http::CLIENT_ERRORS_COUNTER,
+            kind: MetricKind::Counter,
+            help: "HTTP 4xx answers, by status (400: malformed SDP offer or request, 401: bad token, 413: offer too large).",
+        },
+        MetricDesc {
+            name: crate::http::STALLS_COUNTER,
+            kind: MetricKind::Counter,
+            help: "Times the process did not run for a second or more (SIGSTOP, frozen VM, CPU starvation).",
+        },
     ]);
 }

@@ -14,9 +14,15 @@ use tokio::sync::oneshot;
 
 use crate::*;
 
+mod accept;
 mod egress;
 pub(crate) mod rooms;
 mod ws;
+
+pub(crate) use accept::{
+    accept_loop, bind_listener, ACCEPT_ERRORS_COUNTER, CLIENT_ERRORS_COUNTER, CONNECTIONS_GAUGE,
+    DROPPED_COUNTER, STALLS_COUNTER,
+};
 
 pub(crate) type Resp = Response<Full<Bytes>>;
 

@@ -123,6 +123,11 @@ pub struct Limits {
     pub nonce_lifetime: Duration,
     /// 401 responses per second per worker (excess requests are dropped).
     pub unauthorized_per_sec: u32,
+    /// Longest a TCP/TLS connection may stay silent (no complete frame) before it has
+    /// authenticated; half-open and abandoned connections are closed after it.
+    pub stream_idle_timeout: Duration,
+    /// Longest a TLS handshake may take; a client that vanishes mid-handshake is dropped.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -137,6 +142,8 @@ impl Default for Limits {
             channel_lifetime: Duration::from_secs(600),
             nonce_lifetime: Duration::from_secs(600),
             unauthorized_per_sec: 1000,
+            stream_idle_timeout: Duration::from_secs(30),
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }

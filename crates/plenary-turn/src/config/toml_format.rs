@@ -115,6 +115,8 @@ struct Limits {
     channel_lifetime: Option<u64>,
     nonce_lifetime: Option<u64>,
     unauthorized_per_sec: Option<u32>,
+    stream_idle_timeout: Option<u64>,
+    tls_handshake_timeout: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -324,6 +326,14 @@ impl Doc {
         set(&mut l.channel_lifetime, limits.channel_lifetime.map(secs));
         set(&mut l.nonce_lifetime, limits.nonce_lifetime.map(secs));
         set(&mut l.unauthorized_per_sec, limits.unauthorized_per_sec);
+        set(
+            &mut l.stream_idle_timeout,
+            limits.stream_idle_timeout.map(secs),
+        );
+        set(
+            &mut l.tls_handshake_timeout,
+            limits.tls_handshake_timeout.map(secs),
+        );
 
         set(&mut c.ops.metrics_addr, ops.metrics_addr.map(|m| m.0));
         set(

@@ -157,6 +157,17 @@ fn check_limits(c: &TurnConfig, err: &ErrFn) -> Result<(), ConfigError> {
             "raise the maximum lifetime or lower the default",
         );
     }
+    for (what, d) in [
+        ("stream idle timeout", l.stream_idle_timeout),
+        ("TLS handshake timeout", l.tls_handshake_timeout),
+    ] {
+        if d < Duration::from_secs(1) {
+            return err(
+                format!("the {what} is shorter than one second"),
+                "give timeouts in whole seconds, at least 1 (defaults: 30 idle, 10 handshake)",
+            );
+        }
+    }
     if l.unauthorized_per_sec == 0 {
         return err(
             "the 401 rate limit is 0, which would refuse every first request".into(),

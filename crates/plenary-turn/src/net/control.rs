@@ -2,11 +2,12 @@
 //! supervises the drain, and keeps the service-wide gauges.
 
 use super::metrics_export::{
-    COUNTER_REJECTED, GAUGE_ALLOCATIONS, GAUGE_CONNECTIONS, GAUGE_DRAINING,
+    COUNTER_ACCEPT_ERRORS, COUNTER_REJECTED, COUNTER_STALLS, GAUGE_ALLOCATIONS, GAUGE_CONNECTIONS,
+    GAUGE_DRAINING,
 };
 use super::service::Phase;
 use super::stream::{ConnSlot, Incoming};
-use super::{LogKind, NET_LOG};
+use super::{limited_warn, out_of_fds, LogKind, WarnKind, NET_LOG};
 use crate::server::Shared;
 use plenary_ops::limited_debug;
 use std::io;
@@ -22,8 +23,15 @@ use tokio::sync::{mpsc, watch};
 const MAX_CONNECTIONS: usize = 16 * 1024;
 /// Pause after an accept error (typically EMFILE) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest the accept loop waits for room in a worker's queue before it drops a
+/// connection (every worker busy for that long).
+const HANDOFF_WAIT: Duration = Duration::from_secs(1);
 const GAUGE_PERIOD: Duration = Duration::from_secs(1);
 const DRAIN_POLL: Duration = Duration::from_millis(200);
+/// The stall watch wakes this often; a wake-up this much later than due means the process
+/// did not run (SIGSTOP, a frozen VM, CPU starvation).
+const STALL_TICK: Duration = Duration::from_millis(250);
+const STALL_THRESHOLD: Duration = Duration::from_secs(1);
 
 pub(crate) struct ControlSeed {
     pub listeners: Vec<std::net::TcpListener>,
@@ -54,6 +62,7 @@ async fn control_main(seed: ControlSeed) -> io::Result<()> {
             seed.phase.subscribe(),
         ));
     }
+    tokio::spawn(watch_stalls(seed.phase.subscribe()));
     let allocations = metrics::gauge!(GAUGE_ALLOCATIONS);
     let connections = metrics::gauge!(GAUGE_CONNECTIONS);
     let draining = metrics::gauge!(GAUGE_DRAINING);
@@ -95,6 +104,7 @@ async fn accept_loop(
     mut phase: watch::Receiver<Phase>,
 ) {
     let rejected = metrics::counter!(COUNTER_REJECTED);
+    let accept_errors = metrics::counter!(COUNTER_ACCEPT_ERRORS);
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -103,7 +113,17 @@ async fn accept_loop(
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                limited_debug!(NET_LOG, LogKind::Accept, error = %e, "accept failed");
+                accept_errors.increment(1);
+                if out_of_fds(&e) {
+                    limited_warn!(
+                        WarnKind::AcceptFds,
+                        error = %e,
+                        "accept failed: out of file descriptors; new TCP/TLS connections wait \
+                         in the backlog (raise LimitNOFILE)"
+                    );
+                } else {
+                    limited_debug!(NET_LOG, LogKind::Accept, error = %e, "accept failed");
+                }
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
@@ -119,10 +139,49 @@ async fn accept_loop(
         let Ok(stream) = stream.into_std() else {
             continue;
         };
-        if hand_off(&workers, &next, Incoming { stream, slot }).is_err() {
+        let Err(inc) = hand_off(&workers, &next, Incoming { stream, slot }) else {
+            continue;
+        };
+        // Every worker's queue is full (a burst of connections): wait for room instead of
+        // dropping. Meanwhile new connections wait in the kernel's backlog.
+        let turn = next.fetch_add(1, Ordering::Relaxed);
+        let queued = match workers.get(turn % workers.len().max(1)) {
+            Some(worker) => tokio::select! {
+                r = tokio::time::timeout(HANDOFF_WAIT, worker.send(inc)) => matches!(r, Ok(Ok(()))),
+                _ = phase.wait_for(|p| *p != Phase::Running) => return,
+            },
+            None => false,
+        };
+        if !queued {
             rejected.increment(1);
             limited_debug!(NET_LOG, LogKind::Accept, %peer, "all workers busy; connection dropped");
         }
+    }
+}
+
+/// Notices when the process did not run for a while: a timer that fires much later than
+/// due. Clients saw no answers meanwhile, so it is counted and logged.
+async fn watch_stalls(mut phase: watch::Receiver<Phase>) {
+    let stalls = metrics::counter!(COUNTER_STALLS);
+    let mut due = tokio::time::Instant::now() + STALL_TICK;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(due) => {}
+            _ = phase.wait_for(|p| *p == Phase::Stopping) => return,
+        }
+        let now = tokio::time::Instant::now();
+        let late = now.saturating_duration_since(due);
+        if late >= STALL_THRESHOLD {
+            stalls.increment(1);
+            limited_warn!(
+                WarnKind::Stall,
+                stalled_ms = late.as_millis() as u64,
+                "the process did not run for {:.1} s (stopped by SIGSTOP, a frozen VM, or \
+                 starved of CPU); clients got no answers meanwhile",
+                late.as_secs_f64()
+            );
+        }
+        due = now + STALL_TICK;
     }
 }
 

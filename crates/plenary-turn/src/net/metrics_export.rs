@@ -174,7 +174,7 @@ const IO: &[Row<IoStats>] = &[
     ),
     row(
         "plenary_turn_connections_idle_closed_total",
-        "TCP/TLS connections closed for silence",
+        "TCP/TLS connections closed for silence (stream_idle_timeout before authentication)",
         |s| s.conns_idle_closed,
     ),
     row(
@@ -186,6 +186,11 @@ const IO: &[Row<IoStats>] = &[
         "plenary_turn_tls_handshakes_failed_total",
         "TLS handshakes that failed or timed out",
         |s| s.tls_handshake_failed,
+    ),
+    row(
+        "plenary_turn_tls_handshake_timeouts_total",
+        "TLS handshakes abandoned by the client, closed after tls_handshake_timeout (also counted as failed)",
+        |s| s.tls_handshake_timeouts,
     ),
 ];
 
@@ -236,6 +241,8 @@ pub(crate) const GAUGE_ALLOCATIONS: &str = "turn_total_allocations";
 pub(crate) const GAUGE_CONNECTIONS: &str = "plenary_turn_connections";
 pub(crate) const GAUGE_DRAINING: &str = "plenary_turn_draining";
 pub(crate) const COUNTER_REJECTED: &str = "plenary_turn_connections_rejected_total";
+pub(crate) const COUNTER_ACCEPT_ERRORS: &str = "plenary_turn_accept_errors_total";
+pub(crate) const COUNTER_STALLS: &str = "plenary_turn_stalls_total";
 
 /// Every metric the TURN service exports, for HELP text ([`describe_metrics`]) and docs.
 pub static METRICS: std::sync::LazyLock<Vec<MetricDesc>> = std::sync::LazyLock::new(|| {
@@ -259,6 +266,14 @@ pub static METRICS: std::sync::LazyLock<Vec<MetricDesc>> = std::sync::LazyLock::
     push(counter(
         COUNTER_REJECTED,
         "TCP/TLS connections refused: limit reached or workers busy",
+    ));
+    push(counter(
+        COUNTER_ACCEPT_ERRORS,
+        "TCP accepts that failed, e.g. out of file descriptors (the listener backs off 50 ms)",
+    ));
+    push(counter(
+        COUNTER_STALLS,
+        "Times the process did not run for a second or more (SIGSTOP, frozen VM, CPU starvation)",
     ));
     for (name, help) in [
         (GAUGE_ALLOCATIONS, "Current allocations"),

@@ -53,7 +53,39 @@ pub(crate) enum LogKind {
     StreamFraming,
     TlsHandshake,
     Accept,
+    StreamIdle,
 }
 
 /// Debug lines per second per [`LogKind`], process-wide.
-pub(crate) static NET_LOG: LogLimiter<8> = LogLimiter::new(10);
+pub(crate) static NET_LOG: LogLimiter<9> = LogLimiter::new(10);
+
+/// Conditions an operator must see at the default log level: the process ran out of
+/// something, or did not run at all. Each has its own budget of one line per second.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum WarnKind {
+    /// Out of descriptors when accepting a TCP/TLS connection.
+    AcceptFds,
+    /// Out of descriptors when opening a relay socket.
+    RelayFds,
+    RelayPortsExhausted,
+    Stall,
+}
+
+pub(crate) static WARN_LOG: LogLimiter<4> = LogLimiter::new(1);
+
+/// `limited_warn!(WarnKind::X, "format", args...)`: a `tracing::warn!` admitted by
+/// [`WARN_LOG`], noting how many lines of its kind were suppressed since the last.
+macro_rules! limited_warn {
+    ($kind:expr, $($arg:tt)+) => {
+        if let Some(suppressed) = $crate::net::WARN_LOG.allow($kind as usize) {
+            tracing::warn!(suppressed, $($arg)+);
+        }
+    };
+}
+pub(crate) use limited_warn;
+
+/// Whether an error means the process (EMFILE) or the system (ENFILE) is out of file
+/// descriptors.
+pub(crate) fn out_of_fds(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}

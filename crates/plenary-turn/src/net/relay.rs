@@ -6,7 +6,7 @@ use super::ports::{PortLease, RelayAllocator};
 use super::task::Supervisor;
 use super::udp::{self, Drained};
 use super::worker::Worker;
-use super::{LogKind, NET_LOG};
+use super::{limited_warn, out_of_fds, LogKind, WarnKind, NET_LOG};
 use crate::server::{Family, OpenError, OpenedRelay, PortChoice, RelayHandle, RelayPorts};
 use plenary_ops::limited_debug;
 use std::cell::RefCell;
@@ -136,8 +136,22 @@ impl RelayPorts for RelayTable {
             Ok(ok) => ok,
             Err((err, io_err)) => {
                 self.stats.open_failed += 1;
-                if let Some(e) = io_err {
-                    limited_debug!(NET_LOG, LogKind::RelayOpen, error = %e, "relay bind failed");
+                match io_err {
+                    Some(e) if out_of_fds(&e) => limited_warn!(
+                        WarnKind::RelayFds,
+                        error = %e,
+                        "relay socket not opened: out of file descriptors; Allocate refused \
+                         with 508 (raise LimitNOFILE)"
+                    ),
+                    Some(e) => {
+                        limited_debug!(NET_LOG, LogKind::RelayOpen, error = %e, "relay bind failed")
+                    }
+                    None if err == OpenError::Exhausted => limited_warn!(
+                        WarnKind::RelayPortsExhausted,
+                        "relay port range exhausted: every port is in use; Allocate refused \
+                         with 508 (widen min-port..max-port)"
+                    ),
+                    None => {}
                 }
                 return Err(err);
             }

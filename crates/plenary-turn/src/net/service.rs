@@ -291,9 +291,9 @@ pub fn start(config: &TurnConfig) -> Result<RunningTurn, StartError> {
     };
     let streams = Arc::new(StreamSettings {
         tls: tls.map(|t| t.acceptor),
-        idle_unauthenticated: Duration::from_secs(30),
+        idle_unauthenticated: config.limits.stream_idle_timeout,
         idle_authenticated: config.limits.max_lifetime + Duration::from_secs(60),
-        handshake_timeout: Duration::from_secs(10),
+        handshake_timeout: config.limits.tls_handshake_timeout,
     });
     let relays = Arc::new(RelayAllocator::new(
         &relay_ips,

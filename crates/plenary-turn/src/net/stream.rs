@@ -81,6 +81,8 @@ impl ConnOut {
 pub(crate) enum Close {
     Eof,
     Idle,
+    /// A TLS handshake that did not finish within `handshake_timeout`.
+    HandshakeTimeout,
     /// Neither STUN nor ChannelData: the stream cannot be resynchronised.
     Framing,
     Io(io::Error),
@@ -274,8 +276,13 @@ async fn serve(worker: WorkerRef, inc: Incoming, settings: Arc<StreamSettings>) 
                         Close::Io(e)
                     }
                     Err(_) => {
-                        worker.borrow_mut().io.tls_handshake_failed += 1;
-                        Close::Idle
+                        let mut w = worker.borrow_mut();
+                        w.io.tls_handshake_failed += 1;
+                        w.io.tls_handshake_timeouts += 1;
+                        limited_debug!(NET_LOG, LogKind::TlsHandshake, %client,
+                            timeout_s = settings.handshake_timeout.as_secs(),
+                            "TLS handshake not finished in time (client vanished mid-handshake?); closed");
+                        Close::HandshakeTimeout
                     }
                 }
             }
@@ -293,7 +300,12 @@ async fn serve(worker: WorkerRef, inc: Incoming, settings: Arc<StreamSettings>) 
     let mut w = worker.borrow_mut();
     w.io.conns_closed += 1;
     match close {
-        Close::Idle => w.io.conns_idle_closed += 1,
+        Close::Idle => {
+            w.io.conns_idle_closed += 1;
+            limited_debug!(NET_LOG, LogKind::StreamIdle, %client,
+                "connection silent too long (half-open or abandoned); closed");
+        }
+        Close::HandshakeTimeout => {}
         Close::Framing => {
             w.io.stream_framing_errors += 1;
             limited_debug!(NET_LOG, LogKind::StreamFraming, %client, "not a TURN stream; closed");

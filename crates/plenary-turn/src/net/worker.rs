@@ -48,6 +48,8 @@ pub(crate) struct IoStats {
     pub conns_idle_closed: u64,
     pub stream_framing_errors: u64,
     pub tls_handshake_failed: u64,
+    /// Of `tls_handshake_failed`: the client went silent mid-handshake.
+    pub tls_handshake_timeouts: u64,
 }
 
 pub(crate) struct UdpListener {

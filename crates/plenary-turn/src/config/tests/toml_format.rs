@@ -88,6 +88,8 @@ permission_lifetime = 200
 channel_lifetime = 500
 nonce_lifetime = 900
 unauthorized_per_sec = 50
+stream_idle_timeout = 5
+tls_handshake_timeout = 3
 
 [ops]
 metrics_addr = "off"
@@ -142,6 +144,8 @@ workers = 3
     assert_eq!(l.channel_lifetime, Duration::from_secs(500));
     assert_eq!(l.nonce_lifetime, Duration::from_secs(900));
     assert_eq!(l.unauthorized_per_sec, 50);
+    assert_eq!(l.stream_idle_timeout, Duration::from_secs(5));
+    assert_eq!(l.tls_handshake_timeout, Duration::from_secs(3));
     assert_eq!(c.ops.metrics_addr, None);
     assert_eq!(c.ops.log_format, LogFormat::Json);
     assert_eq!(c.ops.log_level, "debug");

@@ -78,6 +78,12 @@ fn lifetimes_must_be_sane() {
     let mut c = TurnConfig::default();
     c.limits.unauthorized_per_sec = 0;
     refused(&c, "401");
+    let mut c = TurnConfig::default();
+    c.limits.stream_idle_timeout = Duration::ZERO;
+    refused(&c, "stream idle timeout");
+    let mut c = TurnConfig::default();
+    c.limits.tls_handshake_timeout = Duration::ZERO;
+    refused(&c, "TLS handshake timeout");
 }
 
 #[test]
