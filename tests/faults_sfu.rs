@@ -127,9 +127,9 @@ async fn ten_thousand_half_open_tcp_and_websocket_connections_are_closed() {
 
     let rss_idle = rss_kib(sfu.pid());
     let started = Instant::now();
-    // Each half-open WebSocket costs the SFU about 128 KiB (the room API's read buffer,
-    // zero-filled at the first read) and a few ms to upgrade in a debug build: 1,000 of them
-    // here, 10,000 in loadtest/faults.sh.
+    // Each half-open WebSocket costs the SFU a 4 KiB read buffer (128 KiB before
+    // `http/ws.rs` set it) and a few ms to upgrade in a debug build: 1,000 of them here,
+    // 10,000 in loadtest/faults.sh.
     let ws = (total / 10).min(1000);
     let tcp = total - ws;
     let mut conns = block_in_place(|| half_open_websockets(sfu.http, ws));
@@ -405,11 +405,25 @@ async fn floods_of_malformed_sdp_json_and_rtp_leave_media_alone() {
         "the log does not name the cause"
     );
     // Room API messages that parse but make no sense reach the media worker, which logs
-    // them rate-limited; unparsable JSON is answered but neither logged nor counted.
+    // them rate-limited; unparsable ones (and anything before `join`) are counted by the
+    // socket's task and logged rate-limited too.
     let api_lines = sfu.log_lines("room API error to participant");
     assert!(
         (1..JSON / 10).contains(&api_lines),
         "{api_lines} room API error lines for {JSON} messages"
+    );
+    let api_errors = sfu.wait_metric(
+        "plenary_sfu_room_api_errors_total",
+        (JSON / 4 + JSON / 2) as f64,
+    );
+    assert!(
+        api_errors >= (JSON / 4 + JSON / 2) as f64,
+        "unparsable room API messages counted: {api_errors}"
+    );
+    let client_lines = sfu.log_lines("room API client error");
+    assert!(
+        (1..JSON / 10).contains(&client_lines),
+        "{client_lines} room API client error lines for {JSON} bad messages"
     );
     session.end().await;
 }

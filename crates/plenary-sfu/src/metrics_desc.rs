@@ -106,5 +106,10 @@ pub fn describe_metrics() {
             kind: MetricKind::Counter,
             help: "Times the process did not run for a second or more (SIGSTOP, frozen VM, CPU starvation).",
         },
+        MetricDesc {
+            name: crate::http::ROOM_API_ERRORS_COUNTER,
+            kind: MetricKind::Counter,
+            help: "Room API client mistakes, by reason: bad_message (not JSON of a known type, or binary), not_joined (a message before join), join_timeout (no join within 10 s of the upgrade; the socket is closed).",
+        },
     ]);
 }

@@ -913,3 +913,47 @@ async fn whep_screen_slot_carries_the_screen_share() {
     drop((camera, viewer));
     sfu.shutdown().await;
 }
+
+/// A socket that never joins is closed 10 s after its upgrade, even if it keeps talking: the
+/// join deadline does not restart with each message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_talks_but_never_joins_is_closed() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let sfu = start_sfu(|_| {}).await;
+    let mut ws = ws_connect(sfu.http_addr(), "chatty", None)
+        .await
+        .expect("websocket opens");
+    let t0 = tokio::time::Instant::now();
+    let mut closed_at = None;
+    let mut errors = 0;
+    // Talks every 500 ms for up to 15 s; stops at the close.
+    while t0.elapsed() < 15 * SEC && closed_at.is_none() {
+        let msg = r#"{"type":"subscribe","tracks":[]}"#;
+        if ws.send(Message::text(msg)).await.is_err() {
+            closed_at = Some(t0.elapsed());
+            break;
+        }
+        let until = tokio::time::Instant::now() + SEC / 2;
+        while let Ok(next) = tokio::time::timeout_at(until, ws.next()).await {
+            match next {
+                Some(Ok(Message::Text(t))) if t.as_str().contains("error") => errors += 1,
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    closed_at = Some(t0.elapsed());
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    let closed_at = closed_at.expect("the server never closed a socket that never joined");
+    assert!(
+        (9 * SEC..12 * SEC).contains(&closed_at),
+        "closed after {closed_at:?}, expected about 10 s"
+    );
+    assert!(
+        errors >= 15,
+        "each message before join was answered: {errors}"
+    );
+    sfu.shutdown().await;
+}

@@ -19,6 +19,8 @@ mod egress;
 pub(crate) mod rooms;
 mod ws;
 
+pub(crate) use ws::ROOM_API_ERRORS_COUNTER;
+
 pub(crate) use accept::{
     accept_loop, bind_listener, ACCEPT_ERRORS_COUNTER, CLIENT_ERRORS_COUNTER, CONNECTIONS_GAUGE,
     DROPPED_COUNTER, STALLS_COUNTER,

@@ -16,13 +16,31 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use plenary_ops::limited_debug;
+use plenary_ops::ratelimit::LogLimiter;
+
 use super::{check_token, text, unauthorized, valid_room, Resp};
 use crate::media::EVENT_QUEUE;
 use crate::signal::{ClientMsg, ServerMsg, MAX_CLIENT_MESSAGE};
 use crate::{Cmd, RoomCmd, Shared};
 
-/// A client that has not joined by then is dropped.
+/// A client that has not joined by then is dropped, whatever else it sent meanwhile.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read buffer per socket. tungstenite allocates it eagerly (128 KiB by default, which made a
+/// room of 500 hold 64 MiB of mostly idle buffers); room API messages are small, and a
+/// larger one (an SDP) is read in several chunks.
+const READ_BUFFER: usize = 4 * 1024;
+
+pub(crate) const ROOM_API_ERRORS_COUNTER: &str = "plenary_sfu_room_api_errors_total";
+
+/// Debug lines about clients' room API mistakes, at most 10 a second.
+static DEBUG_LOG: LogLimiter<1> = LogLimiter::new(10);
+
+/// Counts a room API client's mistake and logs it at debug, rate-limited.
+fn client_error(reason: &'static str, detail: &str) {
+    metrics::counter!(ROOM_API_ERRORS_COUNTER, "reason" => reason).increment(1);
+    limited_debug!(DEBUG_LOG, 0usize, reason, detail, "room API client error");
+}
 
 pub(super) async fn upgrade(req: Request<Incoming>, shared: Arc<Shared>, room: String) -> Resp {
     if !valid_room(&room) {
@@ -67,6 +85,7 @@ pub(super) async fn upgrade(req: Request<Incoming>, shared: Arc<Shared>, room: S
         let mut cfg = WebSocketConfig::default();
         cfg.max_message_size = Some(MAX_CLIENT_MESSAGE);
         cfg.max_frame_size = Some(MAX_CLIENT_MESSAGE);
+        cfg.read_buffer_size = READ_BUFFER;
         let ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(cfg)).await;
         session(ws, shared, room, name_from_token).await;
@@ -110,18 +129,28 @@ async fn session<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    // The first message must be `join`.
+    // The first message must be `join`, within JOIN_TIMEOUT of the upgrade.
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
     let name = loop {
-        let Ok(Some(Ok(m))) = tokio::time::timeout(JOIN_TIMEOUT, ws.next()).await else {
-            return;
+        let m = match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(_) => return,
+            Err(_) => {
+                client_error("join_timeout", "no join within 10 s");
+                let _ = send(&mut ws, &error("no join within 10 s")).await;
+                let _ = ws.close(None).await;
+                return;
+            }
         };
         match parse(&m) {
             None => continue,
             Some(Ok(ClientMsg::Join { name })) => break token_name.unwrap_or(name),
             Some(Ok(_)) => {
+                client_error("not_joined", "a message before join");
                 let _ = send(&mut ws, &error("first message must be join")).await;
             }
             Some(Err(e)) => {
+                client_error("bad_message", &e);
                 let _ = send(&mut ws, &error(&e)).await;
             }
         }
@@ -194,6 +223,7 @@ async fn session<S>(
                         }
                     }
                     Some(Err(e)) => {
+                        client_error("bad_message", &e);
                         let ok = send(&mut ws, &error(&e)).await;
                         if !ok {
                             break;
