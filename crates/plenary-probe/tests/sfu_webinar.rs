@@ -2,6 +2,8 @@
 //! over WHIP, five viewers over WHEP, a few seconds of synthetic VP8 and Opus. It checks
 //! what the probe measured (everyone joined, nothing lost, frames rendered), not how fast
 //! anything was: the machine is shared, so timing belongs to loadtest/, not to tests.
+//! Once on the receive fast path (the default), once on str0m's (`--str0m-receive`), one
+//! at a time.
 
 use clap::Parser;
 use plenary_probe::sfu::{run, SfuProbeArgs};
@@ -12,10 +14,34 @@ struct Cli {
     args: SfuProbeArgs,
 }
 
+/// Two embedded SFUs and probes at once would share two busy cores.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn webinar_against_the_embedded_sfu() {
-    let dir = std::env::temp_dir().join(format!("plenary-sfu-webinar-{}", std::process::id()));
-    let cli = Cli::parse_from([
+    let r = webinar(&[]);
+    assert_eq!(r["config"]["receive_path"], "fast");
+    let fast = &r["steps"][0]["receive"]["fast"];
+    assert!(fast["delivered"].as_u64().unwrap() > 1000, "{fast}");
+    assert_eq!(fast["unrouted"], 0, "{fast}");
+    assert_eq!(fast["srtp_rejected"], 0, "{fast}");
+}
+
+#[test]
+fn webinar_on_str0m_s_receive_path() {
+    let r = webinar(&["--str0m-receive"]);
+    assert_eq!(r["config"]["receive_path"], "str0m");
+    assert_eq!(r["steps"][0]["receive"]["fast"]["delivered"], 0);
+}
+
+/// Runs the webinar with 5 viewers and checks what every receive path must give; returns
+/// the report.
+fn webinar(extra: &[&str]) -> serde_json::Value {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tag = if extra.is_empty() { "fast" } else { "str0m" };
+    let dir =
+        std::env::temp_dir().join(format!("plenary-sfu-webinar-{tag}-{}", std::process::id()));
+    let mut argv = vec![
         "probe",
         "--embedded",
         "--scenario",
@@ -29,7 +55,9 @@ fn webinar_against_the_embedded_sfu() {
         "--quiet",
         "--report",
         dir.to_str().unwrap(),
-    ]);
+    ];
+    argv.extend_from_slice(extra);
+    let cli = Cli::parse_from(argv);
     let code = run(cli.args).expect("probe runs");
     let text = std::fs::read_to_string(dir.join("report.json")).expect("report.json");
     let r: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
@@ -71,4 +99,5 @@ fn webinar_against_the_embedded_sfu() {
         serde_json::from_str::<serde_json::Value>(line).expect("one JSON object per line");
     }
     let _ = std::fs::remove_dir_all(&dir);
+    r
 }

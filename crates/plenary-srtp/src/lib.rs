@@ -4,7 +4,7 @@
 //! - [`OutboundSrtp`] / [`InboundSrtp`]: SRTP and SRTCP contexts (RFC 3711, RFC 7714) that
 //!   work in place on the caller's buffer, on aws-lc-rs;
 //! - [`rtp`]: the RTP header writing and parsing those need;
-//! - [`batch`] (Linux): `sendmmsg` with UDP GSO.
+//! - [`batch`] (Linux): `sendmmsg` with UDP GSO; [`recv_batch`] (Linux): `recvmmsg`.
 //!
 //! Everything except the batcher's flush is sans-IO. See README.md for the design and for
 //! what the SFU integration still has to take over from str0m.
@@ -19,6 +19,8 @@ mod transform;
 
 #[cfg(target_os = "linux")]
 pub mod batch;
+#[cfg(target_os = "linux")]
+pub mod recv_batch;
 
 #[cfg(test)]
 mod str0m_cross;

@@ -1,5 +1,6 @@
-//! The little of RTP (RFC 3550 §5.1) and RTCP framing that SRTP and the egress path need:
-//! where the header ends, and writing a header with one-byte extensions (RFC 8285 §4.2).
+//! The little of RTP (RFC 3550 §5.1) and RTCP framing that SRTP, the egress path and the
+//! probe's receive path need: where the header ends, its fields and extensions (RFC 8285,
+//! one- and two-byte forms), and writing a header with one-byte extensions.
 
 use crate::Error;
 
@@ -23,26 +24,112 @@ pub(crate) struct RtpView {
 
 /// Parses the header of `packet`: version 2, CSRCs and the extension block must fit.
 pub(crate) fn parse_rtp(packet: &[u8]) -> Result<RtpView, Error> {
+    let h = parse_header(packet)?;
+    Ok(RtpView {
+        header_len: h.header_len,
+        seq: h.fields.seq,
+        ssrc: h.fields.ssrc,
+    })
+}
+
+/// A received (plain) RTP header: its fields, where the payload starts, and where the
+/// extension block's elements are. Borrows nothing, so the packet can be used after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtpHeader {
+    pub fields: RtpFields,
+    /// Fixed header, CSRCs and extension block: the payload starts here.
+    pub header_len: usize,
+    /// The P bit: the last payload byte counts the padding bytes.
+    pub padding: bool,
+    /// RFC 8285 profile (0xBEDE one-byte, 0x100x two-byte) and the elements' byte range.
+    ext: Option<(u16, usize, usize)>,
+}
+
+/// Parses an RTP header (RFC 3550 §5.1): version 2, and the CSRCs and extension block
+/// must fit in `packet`.
+pub fn parse_header(packet: &[u8]) -> Result<RtpHeader, Error> {
     if packet.len() < 12 || packet[0] >> 6 != 2 {
         return Err(Error::Malformed);
     }
     let csrc = usize::from(packet[0] & 0x0f);
     let mut header_len = 12 + 4 * csrc;
+    let mut ext = None;
     if packet[0] & 0x10 != 0 {
         if packet.len() < header_len + 4 {
             return Err(Error::Malformed);
         }
-        let words = u16::from_be_bytes([packet[header_len + 2], packet[header_len + 3]]);
+        let at = header_len;
+        let profile = u16::from_be_bytes([packet[at], packet[at + 1]]);
+        let words = u16::from_be_bytes([packet[at + 2], packet[at + 3]]);
         header_len += 4 + 4 * usize::from(words);
+        ext = Some((profile, at + 4, header_len));
     }
     if packet.len() < header_len {
         return Err(Error::Malformed);
     }
-    Ok(RtpView {
+    Ok(RtpHeader {
+        fields: RtpFields {
+            payload_type: packet[1] & 0x7f,
+            marker: packet[1] & 0x80 != 0,
+            seq: u16::from_be_bytes([packet[2], packet[3]]),
+            timestamp: u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]),
+            ssrc: u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]),
+        },
         header_len,
-        seq: u16::from_be_bytes([packet[2], packet[3]]),
-        ssrc: u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]),
+        padding: packet[0] & 0x20 != 0,
+        ext,
     })
+}
+
+impl RtpHeader {
+    /// The payload of `packet` (the one this header was parsed from), padding removed.
+    /// A padding count larger than the payload is malformed.
+    pub fn payload<'a>(&self, packet: &'a [u8]) -> Result<&'a [u8], Error> {
+        let body = packet.get(self.header_len..).ok_or(Error::Malformed)?;
+        if !self.padding {
+            return Ok(body);
+        }
+        let pad = usize::from(*body.last().ok_or(Error::Malformed)?);
+        if pad == 0 || pad > body.len() {
+            return Err(Error::Malformed);
+        }
+        Ok(&body[..body.len() - pad])
+    }
+
+    /// The value of header extension `id` in `packet`, in the one-byte (RFC 8285 §4.2) or
+    /// two-byte (§4.3) form; None if absent or the block is malformed.
+    pub fn extension<'a>(&self, packet: &'a [u8], id: u8) -> Option<&'a [u8]> {
+        let (profile, start, end) = self.ext?;
+        let block = packet.get(start..end)?;
+        let two_byte = match profile {
+            0xbede => false,
+            p if p & 0xfff0 == 0x1000 => true,
+            _ => return None,
+        };
+        let mut at = 0;
+        while at < block.len() {
+            let b = block[at];
+            if b == 0 {
+                at += 1; // padding between elements
+                continue;
+            }
+            let (eid, len, data) = if two_byte {
+                let len = usize::from(*block.get(at + 1)?);
+                (b, len, at + 2)
+            } else {
+                if b >> 4 == 15 {
+                    return None; // reserved id: stop parsing (RFC 8285 §4.2)
+                }
+                (b >> 4, usize::from(b & 0x0f) + 1, at + 1)
+            };
+            let value = block.get(data..data + len)?;
+            if eid == id {
+                return Some(value);
+            }
+            at = data + len;
+        }
+        None
+    }
 }
 
 /// RFC 5761 §4: a datagram whose second byte is 192..=223 is RTCP (PT 64..=95 with the
@@ -138,6 +225,44 @@ mod tests {
         p[0] = 0x90;
         p[15] = 4;
         assert!(parse_rtp(&p).is_err());
+    }
+
+    #[test]
+    fn header_fields_extensions_and_padding_are_read() {
+        let mut buf = [0u8; 64];
+        let fields = RtpFields {
+            payload_type: 97,
+            marker: false,
+            seq: 513,
+            timestamp: 0x0102_0304,
+            ssrc: 77,
+        };
+        let n = write_rtp_header(&mut buf, &fields, &[(3, &[0x12, 0x34]), (4, b"v1")]).unwrap();
+        buf[n..n + 5].copy_from_slice(&[9, 8, 7, 0, 2]);
+        buf[0] |= 0x20; // two bytes of padding
+        let h = parse_header(&buf[..n + 5]).unwrap();
+        assert_eq!(h.fields, fields);
+        assert_eq!(h.header_len, n);
+        assert_eq!(h.extension(&buf, 3), Some(&[0x12, 0x34][..]));
+        assert_eq!(h.extension(&buf, 4), Some(&b"v1"[..]));
+        assert_eq!(h.extension(&buf, 5), None);
+        assert_eq!(h.payload(&buf[..n + 5]).unwrap(), &[9, 8, 7]);
+        // Padding longer than the payload.
+        buf[n + 4] = 9;
+        assert!(h.payload(&buf[..n + 5]).is_err());
+    }
+
+    #[test]
+    fn two_byte_extensions_are_read() {
+        // Profile 0x1000, one word of elements: id 3 with 2 bytes, then padding.
+        let mut p = vec![0x90, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9];
+        p.extend_from_slice(&[0x10, 0x00, 0, 2]);
+        p.extend_from_slice(&[0, 3, 2, 0xab, 0xcd, 0, 0, 0]);
+        p.push(1);
+        let h = parse_header(&p).unwrap();
+        assert_eq!(h.header_len, 24);
+        assert_eq!(h.extension(&p, 3), Some(&[0xab, 0xcd][..]));
+        assert_eq!(h.payload(&p).unwrap(), &[1]);
     }
 
     #[test]

@@ -121,3 +121,82 @@ fn connected_socket_needs_no_destination() {
     assert_eq!(done.sent, 4);
     expect(&rx, &[(16, 300), (17, 300), (18, 300), (19, 300)]);
 }
+
+#[test]
+fn recv_batch_reads_a_queue_in_one_call_with_sources() {
+    use plenary_srtp::recv_batch::RecvBatch;
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = rx.local_addr().unwrap();
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut batch = RecvBatch::new(8, 1500);
+    assert_eq!(
+        batch.recv(&rx).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "an empty queue does not block"
+    );
+    // 11 datagrams: the first recv takes 8, the second the rest; one is too long.
+    for i in 0..11 {
+        let from = if i % 2 == 0 { &a } else { &b };
+        let len = if i == 9 { 1600 } else { 100 + i };
+        from.send_to(&datagram(i, len), to).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let mut seen = Vec::new();
+    for expected in [8, 3] {
+        assert_eq!(batch.recv(&rx).unwrap(), expected);
+        for k in 0..batch.len() {
+            let i = seen.len();
+            let (buf, src, truncated) = batch.get_mut(k).unwrap();
+            let from = if i % 2 == 0 { &a } else { &b };
+            assert_eq!(src, Some(from.local_addr().unwrap()), "source of {i}");
+            if i == 9 {
+                assert!(truncated && buf.len() == 1500);
+            } else {
+                assert!(!truncated);
+                assert_eq!(&buf[..], &datagram(i, 100 + i)[..], "datagram {i}");
+            }
+            buf[0] ^= 0xff; // writable in place
+            seen.push(i);
+        }
+    }
+    assert!(batch.recv(&rx).is_err(), "nothing left");
+    assert_eq!(seen.len(), 11);
+}
+
+#[test]
+fn recv_batch_gives_kernel_receive_times() {
+    use plenary_srtp::recv_batch::{enable_timestamps, RecvBatch};
+    use std::time::SystemTime;
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = rx.local_addr().unwrap();
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut batch = RecvBatch::new(8, 1500);
+    tx.send_to(b"before", to).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(batch.recv(&rx).unwrap(), 1);
+    assert_eq!(batch.timestamp(0), None, "no stamps until asked for");
+    enable_timestamps(&rx).unwrap();
+    // The kernel turns receive stamping on through deferred work; until then a datagram is
+    // stamped when read. The probe's sockets ask long before media flows.
+    std::thread::sleep(Duration::from_millis(50));
+    tx.send_to(b"warm-up", to).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(batch.recv(&rx).unwrap(), 1);
+    let sent = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap();
+    tx.send_to(b"one", to).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    tx.send_to(b"two", to).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    let read = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap();
+    assert_eq!(batch.recv(&rx).unwrap(), 2);
+    let (a, b) = (batch.timestamp(0).unwrap(), batch.timestamp(1).unwrap());
+    // Stamped when they arrived, not when read: 30 ms apart, both before the read.
+    assert!(a >= sent && b <= read, "{sent:?} {a:?} {b:?} {read:?}");
+    assert!(b >= a + Duration::from_millis(25), "{a:?} {b:?}");
+    assert_eq!(batch.get_mut(1).unwrap().0, b"two");
+}

@@ -116,3 +116,30 @@ fn batched_send_does_not_allocate() {
     });
     assert_eq!(count, 0);
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn batched_recv_does_not_allocate() {
+    use plenary_srtp::recv_batch::RecvBatch;
+    use std::net::UdpSocket;
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = rx.local_addr().unwrap();
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut batch = RecvBatch::new(32, 1500);
+    let payload = [7u8; 1000];
+    let mut got = 0;
+    let count = allocations_in(|| {
+        for _ in 0..10 {
+            for _ in 0..16 {
+                tx.send_to(&payload, to).unwrap();
+            }
+            while let Ok(n) = batch.recv(&rx) {
+                for i in 0..n {
+                    got += batch.get_mut(i).map_or(0, |d| d.0.len());
+                }
+            }
+        }
+    });
+    assert_eq!(count, 0);
+    assert!(got > 0);
+}

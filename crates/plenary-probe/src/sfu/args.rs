@@ -108,6 +108,12 @@ pub struct SfuProbeArgs {
     /// indicative, since the two compete for the same cores.
     #[arg(long, conflicts_with = "probe_cpus")]
     pub no_pin: bool,
+    /// Receive media through str0m, as before the receive fast path: one `recv_from` per
+    /// datagram and str0m's SRTP, NACKs and TWCC feedback. For before/after comparisons;
+    /// by default subscribers open SRTP with the probe's own contexts (keys from the DTLS
+    /// handshake), read with `recvmmsg` and send their own TWCC, NACKs and PLIs.
+    #[arg(long)]
+    pub str0m_receive: bool,
     /// Driver threads (each runs a poll loop over its share of the peers).
     #[arg(long, default_value_t = 1)]
     pub drivers: usize,

@@ -19,6 +19,7 @@ pub mod cascade;
 pub mod cpu;
 pub mod embedded;
 pub mod engine;
+pub mod fastrx;
 pub mod join;
 pub mod links;
 pub mod local;
@@ -179,10 +180,21 @@ pub fn run(args: SfuProbeArgs) -> anyhow::Result<i32> {
     }
     let clock = Clock::new();
     let drivers = (0..args.drivers.max(1))
-        .map(|i| driver::spawn(format!("probe-driver-{i}"), clock, probe_cpus.clone()))
+        .map(|i| {
+            driver::spawn(
+                format!("probe-driver-{i}"),
+                clock,
+                probe_cpus.clone(),
+                !args.str0m_receive,
+            )
+        })
         .collect::<std::io::Result<Vec<_>>>()?;
     let ctx = Arc::new(JoinCtx {
-        build: BuildCtx { clock, bind_ip },
+        build: BuildCtx {
+            clock,
+            bind_ip,
+            fast_receive: !args.str0m_receive,
+        },
         drivers,
         target: target.clone(),
         timeout: Duration::from_secs(plan.scenario.ramp.join_timeout_s),
@@ -341,6 +353,7 @@ fn build_report(
             server_pid: args.server_pid.first().copied(),
             server_pids: args.server_pid.clone(),
             bind_ip: bind_ip.to_string(),
+            receive_path: receive_path(args),
         },
         environment,
         repeats: o.repeats,
@@ -349,6 +362,14 @@ fn build_report(
     };
     rep.summary = report::summary(&rep);
     rep
+}
+
+fn receive_path(args: &SfuProbeArgs) -> &'static str {
+    if args.str0m_receive {
+        "str0m"
+    } else {
+        "fast"
+    }
 }
 
 fn text_summary(r: &report::Report) -> String {

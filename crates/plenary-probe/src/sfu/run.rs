@@ -483,6 +483,14 @@ impl<'a> Runner<'a> {
             keyframe_requests_received: c1
                 .keyframe_requests_in
                 .saturating_sub(c0.keyframe_requests_in),
+            receive: step::receive_window(
+                self.ctx.build.fast_receive,
+                probe_cpu,
+                secs,
+                probe.rx_datagrams,
+                &c0.fast,
+                &c1.fast,
+            ),
             probe,
             probe_lag_ms: lag,
             server,

@@ -2,8 +2,10 @@
 //! metric, then p50/p95/p99 across subscribers, the verdict, and whether the probe itself
 //! was the limit. Pure, so the rules are tested with exact numbers.
 
+use super::fastrx::FastCounters;
 use super::ramp::{verdict, Breach, StepQoe, Thresholds};
 use super::recv::track::{TrackKind, TrackWindow};
+use super::report::ReceiveWindow;
 use crate::stats::percentile::Percentiles;
 use crate::stats::validity::{self, Limits, LoadSide};
 use serde::Serialize;
@@ -224,6 +226,24 @@ pub struct ProbeLoad {
     pub lag_p50_ms: f64,
 }
 
+/// The receive path's figures over a window: the probe's CPU per datagram it received
+/// and the fast path's counts between the window's two snapshots.
+pub fn receive_window(
+    fast: bool,
+    probe_cpu_pct: f64,
+    secs: f64,
+    rx_datagrams: u64,
+    before: &FastCounters,
+    after: &FastCounters,
+) -> ReceiveWindow {
+    ReceiveWindow {
+        path: if fast { "fast" } else { "str0m" },
+        probe_cpu_us_per_rx_datagram: (rx_datagrams > 0)
+            .then(|| probe_cpu_pct / 100.0 * secs * 1e6 / rx_datagrams as f64),
+        fast: after.since(before),
+    }
+}
+
 /// Why the step is not about the server, if it is not.
 pub fn invalid_reasons(limits: &Limits, max_socket_drop_pct: f64, p: &ProbeLoad) -> Vec<String> {
     let mut out: Vec<String> = validity::check(limits, &p.load)
@@ -373,5 +393,28 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert!(r[0].contains("0.50%"), "{r:?}");
         assert!(invalid_reasons(&Limits::default(), 1.0, &p).is_empty());
+    }
+
+    #[test]
+    fn receive_window_gives_cpu_per_datagram_and_the_window_counts() {
+        let before = FastCounters {
+            nacked: 5,
+            rtx: 2,
+            ..FastCounters::default()
+        };
+        let after = FastCounters {
+            nacked: 9,
+            rtx: 5,
+            twcc_reports: 10,
+            ..FastCounters::default()
+        };
+        // 25% of a core over 2 s for 100,000 datagrams: 5 µs each.
+        let w = receive_window(true, 25.0, 2.0, 100_000, &before, &after);
+        assert_eq!(w.path, "fast");
+        assert!((w.probe_cpu_us_per_rx_datagram.unwrap() - 5.0).abs() < 1e-9);
+        assert_eq!((w.fast.nacked, w.fast.rtx, w.fast.twcc_reports), (4, 3, 10));
+        assert!(receive_window(false, 25.0, 2.0, 0, &after, &after)
+            .probe_cpu_us_per_rx_datagram
+            .is_none());
     }
 }

@@ -7,6 +7,7 @@ use super::peer::{Peer, Sender, Source};
 use crate::sfu::media::opus::{AudioSpec, Role};
 use crate::sfu::media::video::VideoSpec;
 use crate::sfu::recv::track::TrackKind;
+use plenary_srtp::KeySlot;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Instant;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
@@ -43,11 +44,16 @@ pub struct PeerPlan {
 pub struct BuildCtx {
     pub clock: Clock,
     pub bind_ip: IpAddr,
+    /// Received SRTP goes through the probe's own fast path once connected (issue 12);
+    /// false keeps str0m's receive path (`--str0m-receive`).
+    pub fast_receive: bool,
 }
 
 /// A peer whose offer is out, waiting for the answer.
 pub struct Offered {
     rtc: Rtc,
+    keys: KeySlot,
+    fast_receive: bool,
     socket: UdpSocket,
     pending: SdpPendingOffer,
     senders: Vec<Sender>,
@@ -71,24 +77,40 @@ fn bind(ip: IpAddr) -> std::io::Result<UdpSocket> {
     Ok(s.into())
 }
 
-fn new_rtc(socket: &UdpSocket) -> Result<Rtc, String> {
-    let mut rtc = RtcConfig::new()
+/// The fast path reads in ticks, so it takes each datagram's arrival from the kernel.
+fn stamp_arrivals(socket: &UdpSocket, fast_receive: bool) {
+    #[cfg(target_os = "linux")]
+    if fast_receive {
+        if let Err(e) = plenary_srtp::recv_batch::enable_timestamps(socket) {
+            tracing::warn!("SO_TIMESTAMPNS refused ({e}): arrival times are read times");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (socket, fast_receive);
+}
+
+/// An `Rtc` whose SRTP keys are captured (plenary-srtp's wrapped DTLS provider) for the
+/// receive fast path; with `--str0m-receive` they are simply never used.
+fn new_rtc(socket: &UdpSocket) -> Result<(Rtc, KeySlot), String> {
+    let config = RtcConfig::new()
         .clear_codecs()
         .enable_opus(true, false)
         .enable_vp8(true)
-        .set_rtp_mode(true)
-        .build(Instant::now());
+        .set_rtp_mode(true);
+    let (mut rtc, keys) =
+        plenary_srtp::build_rtc(config, Instant::now()).map_err(|e| e.to_string())?;
     let local = socket.local_addr().map_err(|e| e.to_string())?;
     let c = Candidate::host(local, "udp").map_err(|e| format!("candidate {local}: {e}"))?;
     rtc.add_local_candidate(c);
-    Ok(rtc)
+    Ok((rtc, keys))
 }
 
 /// Binds a socket and builds the offer for `plan`.
 pub fn offer(ctx: &BuildCtx, plan: &PeerPlan) -> Result<Offered, String> {
     let joined_us = ctx.clock.now_us();
     let socket = bind(ctx.bind_ip).map_err(|e| format!("bind {}: {e}", ctx.bind_ip))?;
-    let mut rtc = new_rtc(&socket)?;
+    stamp_arrivals(&socket, ctx.fast_receive);
+    let (mut rtc, keys) = new_rtc(&socket)?;
     let mut api = rtc.sdp_api();
     let mut senders = Vec::new();
     let mut expect = Vec::new();
@@ -138,6 +160,8 @@ pub fn offer(ctx: &BuildCtx, plan: &PeerPlan) -> Result<Offered, String> {
     Ok(Offered {
         offer: offer.to_sdp_string(),
         rtc,
+        keys,
+        fast_receive: ctx.fast_receive,
         socket,
         pending,
         senders,
@@ -170,7 +194,7 @@ impl Offered {
             id,
             self.participant,
             self.label,
-            self.rtc,
+            (self.rtc, self.keys, self.fast_receive),
             self.socket,
             self.senders,
             self.expect,
@@ -194,7 +218,8 @@ pub fn answer(
 ) -> Result<(Peer, String), String> {
     let joined_us = ctx.clock.now_us();
     let socket = bind(ctx.bind_ip).map_err(|e| format!("bind {}: {e}", ctx.bind_ip))?;
-    let mut rtc = new_rtc(&socket)?;
+    stamp_arrivals(&socket, ctx.fast_receive);
+    let (mut rtc, keys) = new_rtc(&socket)?;
     let expect = expect.unwrap_or_else(|| offered_tracks(offer));
     let offer = take_dtls_client_role(offer);
     let sdp =
@@ -207,7 +232,7 @@ pub fn answer(
         id,
         participant,
         label,
-        rtc,
+        (rtc, keys, ctx.fast_receive),
         socket,
         vec![],
         expect,
@@ -248,6 +273,7 @@ pub fn renegotiate(
         }
     }
     peer.apply_expect();
+    peer.after_renegotiation();
     Ok(answer.to_sdp_string())
 }
 
@@ -325,6 +351,7 @@ mod tests {
         let ctx = BuildCtx {
             clock: Clock::new(),
             bind_ip: "127.0.0.1".parse().unwrap(),
+            fast_receive: true,
         };
         let spec = |layer| VideoSpec {
             kind: crate::sfu::media::stamp::Kind::Camera,

@@ -20,6 +20,13 @@ const WAKE: Token = Token(usize::MAX);
 /// socket left readable goes on the backlog and is read again next turn: readiness is
 /// edge-triggered, so waiting for the next event could strand packets until more arrive.
 const READ_BURST: usize = 64;
+/// Largest datagram read; a longer one is cut and dropped.
+const MAX_DATAGRAM: usize = 2048;
+/// On the fast path, while datagrams keep coming, sockets are read once per tick rather
+/// than at every datagram's wake-up: the kernel stamps each datagram's arrival, so reading
+/// later changes no measurement, and a wake-up and a `recvmmsg` carry more datagrams.
+/// Media is still sent at its deadlines; commands wait at most a tick.
+const READ_TICK: Duration = Duration::from_millis(5);
 /// Longest the loop sleeps without a deadline.
 const MAX_SLEEP: Duration = Duration::from_millis(50);
 
@@ -107,7 +114,14 @@ impl DriverHandle {
     }
 }
 
-pub fn spawn(name: String, clock: Clock, pin: Option<Vec<usize>>) -> std::io::Result<DriverHandle> {
+/// Starts a driver thread; `fast_receive` is the receive fast path's way of reading
+/// (batched, in ticks, kernel arrival times), false str0m's (`--str0m-receive`).
+pub fn spawn(
+    name: String,
+    clock: Clock,
+    pin: Option<Vec<usize>>,
+    fast_receive: bool,
+) -> std::io::Result<DriverHandle> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
     let (tx, rx) = mpsc::channel();
@@ -115,7 +129,7 @@ pub fn spawn(name: String, clock: Clock, pin: Option<Vec<usize>>) -> std::io::Re
         if let Some(cpus) = pin {
             let _ = load::pin(0, &cpus);
         }
-        Driver::new(poll, clock).run(rx);
+        Driver::new(poll, clock, fast_receive).run(rx);
     })?;
     Ok(DriverHandle {
         tx,
@@ -130,6 +144,8 @@ struct Driver {
     slots: Vec<Option<Peer>>,
     free: Vec<usize>,
     gens: Vec<u64>,
+    /// Per slot, the deadline of its live heap entry (u64::MAX: none).
+    scheduled: Vec<u64>,
     heap: BinaryHeap<Reverse<(u64, usize, u64)>>,
     /// Counters of peers already removed, so totals stay cumulative.
     gone: PeerCounters,
@@ -138,26 +154,41 @@ struct Driver {
     lag_snap: LogHistogram,
     lag_step: LogHistogram,
     buf: Vec<u8>,
+    /// The fast path's reads: one `recvmmsg` of up to READ_BURST datagrams per socket turn.
+    #[cfg(target_os = "linux")]
+    batch: plenary_srtp::recv_batch::RecvBatch,
     /// Sockets that still had datagrams when their turn ended.
     backlog: Vec<usize>,
+    ready: Vec<usize>,
+    /// Read sockets in ticks (the fast path); `busy` while the last poll found datagrams.
+    coalesce: bool,
+    busy: bool,
+    last_read: Instant,
 }
 
 impl Driver {
-    fn new(poll: Poll, clock: Clock) -> Driver {
+    fn new(poll: Poll, clock: Clock, coalesce: bool) -> Driver {
         Driver {
             poll,
             clock,
             slots: Vec::new(),
             free: Vec::new(),
             gens: Vec::new(),
+            scheduled: Vec::new(),
             heap: BinaryHeap::new(),
             gone: PeerCounters::default(),
             drops_seen: HashMap::new(),
             socket_drops: 0,
             lag_snap: LogHistogram::new(),
             lag_step: LogHistogram::new(),
-            buf: vec![0u8; 2048],
+            buf: vec![0u8; MAX_DATAGRAM],
+            #[cfg(target_os = "linux")]
+            batch: plenary_srtp::recv_batch::RecvBatch::new(READ_BURST, MAX_DATAGRAM),
             backlog: Vec::new(),
+            ready: Vec::new(),
+            coalesce,
+            busy: false,
+            last_read: Instant::now(),
         }
     }
 
@@ -172,6 +203,7 @@ impl Driver {
                 }
                 self.heap.pop();
                 if self.gens.get(slot) == Some(&gen) {
+                    self.scheduled[slot] = u64::MAX;
                     self.service(slot, Instant::now());
                 }
             }
@@ -181,15 +213,23 @@ impl Driver {
                 .map(|r| Duration::from_micros(r.0 .0.saturating_sub(self.clock.now_us())))
                 .unwrap_or(MAX_SLEEP)
                 .min(MAX_SLEEP);
-            let sleep = if self.backlog.is_empty() {
+            let mut sleep = if self.backlog.is_empty() {
                 sleep
             } else {
                 Duration::ZERO
             };
+            if self.coalesce && self.busy && !sleep.is_zero() {
+                // Readiness queues up in epoll meanwhile; collect it at the tick.
+                let tick = (self.last_read + READ_TICK).saturating_duration_since(Instant::now());
+                std::thread::sleep(tick.min(sleep));
+                sleep = Duration::ZERO;
+            }
             if self.poll.poll(&mut events, Some(sleep)).is_err() {
                 continue;
             }
-            let mut ready: Vec<usize> = std::mem::take(&mut self.backlog);
+            let mut ready = std::mem::take(&mut self.ready);
+            ready.clear();
+            ready.append(&mut self.backlog);
             ready.extend(
                 events
                     .iter()
@@ -197,11 +237,16 @@ impl Driver {
                     .filter(|t| *t != WAKE)
                     .map(|t| t.0),
             );
+            self.busy = !ready.is_empty();
+            if self.busy {
+                self.last_read = Instant::now();
+            }
             ready.sort_unstable();
             ready.dedup();
-            for slot in ready {
+            for &slot in &ready {
                 self.read(slot);
             }
+            self.ready = ready;
             while let Ok(cmd) = rx.try_recv() {
                 if !self.command(cmd) {
                     self.shutdown();
@@ -215,21 +260,21 @@ impl Driver {
         let Some(Some(peer)) = self.slots.get_mut(slot) else {
             return;
         };
-        let mut drained = false;
-        for _ in 0..READ_BURST {
-            match peer.socket.recv_from(&mut self.buf) {
-                Ok((n, src)) => {
-                    let now = Instant::now();
-                    peer.on_datagram(&self.clock, now, src, &self.buf[..n]);
-                }
-                Err(_) => {
-                    drained = true;
-                    break;
-                }
-            }
-        }
+        #[cfg(target_os = "linux")]
+        let drained = if peer.fast_receive() {
+            read_batch(&mut self.batch, peer, &self.clock)
+        } else {
+            read_each(&mut self.buf, peer, &self.clock)
+        };
+        #[cfg(not(target_os = "linux"))]
+        let drained = read_each(&mut self.buf, peer, &self.clock);
         if !drained {
             self.backlog.push(slot);
+        }
+        // On the fast path a read rarely brings anything forward (a NACK, a PLI, the first
+        // TWCC of a window): the service already planned is enough otherwise.
+        if self.coalesce && peer.wake_at_us() >= self.scheduled[slot] {
+            return;
         }
         self.service(slot, Instant::now());
     }
@@ -248,6 +293,7 @@ impl Driver {
             return;
         }
         self.gens[slot] += 1;
+        self.scheduled[slot] = s.next_us;
         self.heap.push(Reverse((s.next_us, slot, self.gens[slot])));
     }
 
@@ -257,6 +303,7 @@ impl Driver {
             add(&mut self.gone, &peer.counters);
             self.drops_seen.remove(&peer.inode);
             self.gens[slot] += 1;
+            self.scheduled[slot] = u64::MAX;
             self.free.push(slot);
         }
     }
@@ -271,6 +318,7 @@ impl Driver {
                 let slot = self.free.pop().unwrap_or_else(|| {
                     self.slots.push(None);
                     self.gens.push(0);
+                    self.scheduled.push(u64::MAX);
                     self.slots.len() - 1
                 });
                 if self
@@ -325,7 +373,7 @@ impl Driver {
                     .collect();
                 for slot in slots {
                     if let Some(Some(p)) = self.slots.get_mut(slot) {
-                        p.rtc.disconnect();
+                        p.disconnect();
                     }
                     self.remove(slot);
                 }
@@ -424,10 +472,55 @@ impl Driver {
 
     fn shutdown(&mut self) {
         for p in self.slots.iter_mut().flatten() {
-            p.rtc.disconnect();
+            p.disconnect();
             let _ = p.service(&self.clock, Instant::now());
         }
     }
+}
+
+/// Reads up to READ_BURST datagrams one `recv_from` at a time (str0m's receive path, and
+/// the fallback where `recvmmsg` is not available). True when the socket is empty.
+fn read_each(buf: &mut [u8], peer: &mut Peer, clock: &Clock) -> bool {
+    for _ in 0..READ_BURST {
+        match peer.socket.recv_from(buf) {
+            Ok((n, src)) => {
+                let now = Instant::now();
+                peer.on_datagram(clock, now, clock.us(now), src, &mut buf[..n]);
+            }
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// Reads up to READ_BURST datagrams with one `recvmmsg`. Each one's arrival time is the
+/// kernel's stamp (the socket asked for them), moved onto the probe's clock; without one,
+/// the time the call returned. True when the socket is empty.
+#[cfg(target_os = "linux")]
+fn read_batch(
+    batch: &mut plenary_srtp::recv_batch::RecvBatch,
+    peer: &mut Peer,
+    clock: &Clock,
+) -> bool {
+    let Ok(n) = batch.recv(&peer.socket) else {
+        return true;
+    };
+    let now = Instant::now();
+    let now_us = clock.us(now);
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    for i in 0..n {
+        // How long ago the kernel got it; a stamp from the future (a clock step) is now.
+        let ago_us = batch
+            .timestamp(i)
+            .map_or(0, |t| wall.saturating_sub(t).as_micros() as u64);
+        let Some((data, Some(src), false)) = batch.get_mut(i) else {
+            continue; // cut to MAX_DATAGRAM, or no source: nothing a peer sends
+        };
+        peer.on_datagram(clock, now, now_us.saturating_sub(ago_us), src, data);
+    }
+    n < batch.capacity()
 }
 
 /// Adds counters (peers that left keep counting in the totals).
@@ -441,4 +534,5 @@ pub fn add(a: &mut PeerCounters, b: &PeerCounters) {
     a.keyframe_requests_in += b.keyframe_requests_in;
     a.keyframes_out += b.keyframes_out;
     a.rtc_errors += b.rtc_errors;
+    a.fast.add(&b.fast);
 }

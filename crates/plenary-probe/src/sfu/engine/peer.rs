@@ -1,13 +1,20 @@
 //! One synthetic peer connection: a str0m `Rtc` in RTP mode, its UDP socket, the synthetic
 //! sources it publishes and the receivers that measure what it gets. The driver feeds it
 //! datagrams and time; the peer answers with datagrams to send and its next deadline.
+//! Once connected, received SRTP takes the fast path (`peer_fast.rs`, `sfu::fastrx`)
+//! unless `--str0m-receive` keeps it on str0m.
+
+#[path = "peer_fast.rs"]
+mod fast;
 
 use super::clock::Clock;
+use crate::sfu::fastrx::{FastCounters, FastRx};
 use crate::sfu::media::opus::{AudioGen, AudioSpec, Role};
 use crate::sfu::media::video::{VideoGen, VideoSpec};
 use crate::sfu::media::OutPacket;
 use crate::sfu::recv::track::{RxPacket, TrackKind, TrackRx, TrackWindow};
 use plenary_sfu::dtls_trace::{is_dtls, DtlsRecords};
+use plenary_srtp::KeySlot;
 use std::net::SocketAddr;
 use std::time::Instant;
 use str0m::format::Codec;
@@ -84,6 +91,8 @@ pub struct PeerCounters {
     pub keyframe_requests_in: u64,
     pub keyframes_out: u64,
     pub rtc_errors: u64,
+    /// The receive fast path's own counts (zero with `--str0m-receive`).
+    pub fast: FastCounters,
 }
 
 pub struct Peer {
@@ -105,6 +114,21 @@ pub struct Peer {
     pub dead: bool,
     next_frame_poll_us: u64,
     scratch: Vec<OutPacket>,
+    /// SRTP keys captured from this peer's DTLS, for the fast path.
+    keys: KeySlot,
+    /// Take the fast path once connected (false: `--str0m-receive`).
+    fast_wanted: bool,
+    fast: Option<Box<FastRx>>,
+    /// Where str0m sends (the selected ICE pair): the fast path takes SRTP only from there.
+    remote: Option<SocketAddr>,
+    /// str0m's next deadline, µs, and whether it was touched since its last drain: on the
+    /// fast path str0m is only woken when it asked to be or has something to send.
+    rtc_next_us: u64,
+    rtc_dirty: bool,
+    /// Earliest time routes may be looked up again for an unknown SSRC, µs.
+    next_learn_us: u64,
+    feedback_buf: Vec<u8>,
+    rtcp_copy: Vec<u8>,
 }
 
 /// What servicing a peer asks of the driver.
@@ -120,7 +144,7 @@ impl Peer {
         id: u64,
         participant: u32,
         label: String,
-        rtc: Rtc,
+        (rtc, keys, fast_wanted): (Rtc, KeySlot, bool),
         socket: std::net::UdpSocket,
         senders: Vec<Sender>,
         expect: Vec<(Mid, TrackKind, bool)>,
@@ -148,13 +172,65 @@ impl Peer {
             dead: false,
             next_frame_poll_us: 0,
             scratch: Vec::new(),
+            keys,
+            fast_wanted,
+            fast: None,
+            remote: None,
+            rtc_next_us: 0,
+            rtc_dirty: true,
+            next_learn_us: 0,
+            feedback_buf: Vec::new(),
+            rtcp_copy: Vec::new(),
         })
     }
 
-    /// One datagram from the network.
-    pub fn on_datagram(&mut self, clock: &Clock, now: Instant, src: SocketAddr, data: &[u8]) {
+    /// When the peer next needs a service, µs, without servicing it: the earliest of
+    /// str0m's deadline (now if it was touched), due media, the frame poll and the fast
+    /// path's feedback.
+    pub fn wake_at_us(&self) -> u64 {
+        let rtc = if self.rtc_dirty { 0 } else { self.rtc_next_us };
+        let fast = self.fast.as_ref().and_then(|f| f.next_due_us());
+        let media = self
+            .senders
+            .iter()
+            .filter_map(|s| s.gen.as_ref().map(Gen::due_us))
+            .min();
+        [Some(rtc), fast, media, Some(self.next_frame_poll_us)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Whether received datagrams should be read in batches for the fast path.
+    pub fn fast_receive(&self) -> bool {
+        self.fast_wanted
+    }
+
+    /// One datagram from the network. SRTP from the remote goes to the fast path once it
+    /// runs (decrypted in place in `data`); everything else, and all of it with
+    /// `--str0m-receive`, to str0m.
+    /// `now` is when it was read (str0m's input time), `arrival_us` when it arrived (the
+    /// kernel's stamp on the fast path, which reads in ticks).
+    pub fn on_datagram(
+        &mut self,
+        clock: &Clock,
+        now: Instant,
+        arrival_us: u64,
+        src: SocketAddr,
+        data: &mut [u8],
+    ) {
         self.counters.rx_datagrams += 1;
         self.counters.rx_bytes += data.len() as u64;
+        if self.fast.is_some() && self.remote == Some(src) {
+            if fast::is_srtp(data) {
+                self.on_fast_rtp(arrival_us, data);
+                return;
+            }
+            if plenary_srtp::rtp::is_rtcp(data) {
+                self.on_fast_rtcp(data);
+            }
+        }
         let Ok(r) = Receive::new(Protocol::Udp, src, self.local, data) else {
             return;
         };
@@ -174,10 +250,13 @@ impl Peer {
 
     /// Time passed: timers, due media, frame timeouts. Returns the next deadline.
     pub fn service(&mut self, clock: &Clock, now: Instant) -> Serviced {
-        if self.rtc.handle_input(Input::Timeout(now)).is_err() {
+        let now_us = clock.us(now);
+        // str0m's own path wakes str0m every time, as before; the fast path only when
+        // str0m asked for this time or was given something to do.
+        let wake_rtc = self.fast.is_none() || self.rtc_dirty || now_us >= self.rtc_next_us;
+        if wake_rtc && self.rtc.handle_input(Input::Timeout(now)).is_err() {
             self.counters.rtc_errors += 1;
         }
-        let now_us = clock.us(now);
         let mut lags = Vec::new();
         if self.connected_us.is_some() {
             self.send_media(now, now_us, &mut lags);
@@ -190,17 +269,27 @@ impl Peer {
                 }
             }
         }
-        let rtc_next = self.drain(clock);
+        let fast_next = self.send_feedback(now_us);
+        let rtc_next = if wake_rtc || self.rtc_dirty {
+            self.drain(clock)
+        } else {
+            self.rtc_next_us
+        };
         let media_next = self
             .senders
             .iter()
             .filter_map(|s| s.gen.as_ref().map(Gen::due_us))
             .min();
-        let next_us = [Some(rtc_next), media_next, Some(self.next_frame_poll_us)]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(now_us + 5_000);
+        let next_us = [
+            Some(rtc_next),
+            media_next,
+            Some(self.next_frame_poll_us),
+            fast_next,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now_us + 5_000);
         Serviced { next_us, lags }
     }
 
@@ -231,6 +320,7 @@ impl Peer {
             let (Some(pt), Some(tx)) = (s.pt, api.stream_tx_by_mid(s.mid, s.rid)) else {
                 continue;
             };
+            self.rtc_dirty |= !self.scratch.is_empty();
             for p in self.scratch.drain(..) {
                 let mut w = RtpWrite::new(pt, p.seq.into(), p.rtp_ts, now, p.payload)
                     .marker(p.marker)
@@ -249,10 +339,15 @@ impl Peer {
 
     /// Polls the `Rtc` until it wants time to pass; returns that deadline (µs).
     fn drain(&mut self, clock: &Clock) -> u64 {
+        self.rtc_dirty = false;
         loop {
             match self.rtc.poll_output() {
-                Ok(Output::Timeout(t)) => return clock.us(t),
+                Ok(Output::Timeout(t)) => {
+                    self.rtc_next_us = clock.us(t);
+                    return self.rtc_next_us;
+                }
                 Ok(Output::Transmit(t)) => {
+                    self.remote = Some(t.destination);
                     if self.connected_us.is_none() && is_dtls(&t.contents) {
                         tracing::debug!(target: "plenary_probe::dtls", local = %self.local,
                             dst = %t.destination, tx = %DtlsRecords(&t.contents));
@@ -280,7 +375,10 @@ impl Peer {
 
     fn on_event(&mut self, clock: &Clock, e: Event) {
         match e {
-            Event::Connected => self.on_connect(clock.now_us()),
+            Event::Connected => {
+                self.on_connect(clock.now_us());
+                self.start_fast();
+            }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => self.dead = true,
             Event::KeyframeRequest(req) => {
                 self.counters.keyframe_requests_in += 1;
@@ -325,6 +423,7 @@ impl Peer {
                 if ask {
                     if let Some(s) = self.rtc.direct_api().stream_rx(&ssrc) {
                         s.request_keyframe(KeyframeRequestKind::Pli);
+                        self.rtc_dirty = true;
                     }
                 }
             }
@@ -372,6 +471,10 @@ impl Peer {
 
     fn ask_keyframe(&mut self, i: usize) {
         let mid = self.receivers[i].mid;
+        if self.fast_pli(mid) {
+            return;
+        }
+        self.rtc_dirty = true;
         if let Some(s) = self.rtc.direct_api().stream_rx_by_mid(mid, None) {
             s.request_keyframe(KeyframeRequestKind::Pli);
         }

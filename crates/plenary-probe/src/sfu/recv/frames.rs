@@ -5,10 +5,12 @@
 //! keyframe, and the receiver asks for one, as a browser does.
 
 use crate::sfu::media::vp8::Vp8Packet;
-use std::collections::BTreeMap;
 
 /// Incomplete frames kept at once; older ones are given up.
 const MAX_PENDING: usize = 16;
+/// Room reserved for complete frames waiting for a predecessor: 200 ms of 60 fps is 12,
+/// so the packet path does not allocate when a loss makes frames wait.
+const WAITING_ROOM: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FrameEvent {
@@ -43,8 +45,9 @@ pub struct FrameCounts {
 #[derive(Clone, Debug)]
 pub struct FrameAssembler {
     pending: Vec<Pending>,
-    /// Complete frames waiting for a missing predecessor, by unwrapped PictureID.
-    waiting: BTreeMap<u64, (u64, bool)>,
+    /// Complete frames waiting for a missing predecessor: (unwrapped PictureID, since µs),
+    /// sorted by PictureID.
+    waiting: Vec<(u64, u64)>,
     next_pid: Option<u64>,
     /// No decodable reference: only a keyframe helps.
     broken: bool,
@@ -60,8 +63,8 @@ pub struct FrameAssembler {
 impl Default for FrameAssembler {
     fn default() -> Self {
         FrameAssembler {
-            pending: Vec::new(),
-            waiting: BTreeMap::new(),
+            pending: Vec::with_capacity(MAX_PENDING + 1),
+            waiting: Vec::with_capacity(WAITING_ROOM),
             next_pid: None,
             broken: true,
             last_request_us: None,
@@ -145,7 +148,7 @@ impl FrameAssembler {
             return;
         };
         if f.keyframe {
-            self.waiting.retain(|&p, _| p > pid);
+            self.waiting.retain(|&(p, _)| p > pid);
             self.drop_pending_before(f.first_us);
             self.broken = false;
             self.render(now_us, true, out);
@@ -159,15 +162,18 @@ impl FrameAssembler {
             self.next_pid = Some(pid + 1);
             self.drain(now_us, out);
         } else if self.next_pid.is_some_and(|n| pid > n) {
-            self.waiting.insert(pid, (now_us, false));
+            if let Err(at) = self.waiting.binary_search_by_key(&pid, |w| w.0) {
+                self.waiting.insert(at, (pid, now_us));
+            }
         }
     }
 
     fn drain(&mut self, now_us: u64, out: &mut Vec<FrameEvent>) {
         while let Some(next) = self.next_pid {
-            if self.waiting.remove(&next).is_none() {
-                break;
-            }
+            match self.waiting.binary_search_by_key(&next, |w| w.0) {
+                Ok(at) => self.waiting.remove(at),
+                Err(_) => break,
+            };
             self.render(now_us, false, out);
             self.next_pid = Some(next + 1);
         }
@@ -203,7 +209,7 @@ impl FrameAssembler {
         let before = self.pending.len();
         self.pending.retain(|p| !stale(p.first_us));
         self.counts.incomplete += (before - self.pending.len()) as u64;
-        let oldest_wait = self.waiting.values().map(|w| w.0).min();
+        let oldest_wait = self.waiting.iter().map(|w| w.1).min();
         if oldest_wait.is_some_and(|t| now_us.saturating_sub(t) > self.max_wait_us) {
             self.counts.undecodable += self.waiting.len() as u64;
             self.waiting.clear();

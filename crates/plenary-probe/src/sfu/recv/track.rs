@@ -155,7 +155,7 @@ impl TrackRx {
             sec_base: base,
             step_base: base,
             last_audio: None,
-            events: Vec::new(),
+            events: Vec::with_capacity(8),
         }
     }
 

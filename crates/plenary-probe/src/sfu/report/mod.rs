@@ -122,6 +122,7 @@ pub struct StepResult {
     pub keyframes_sent: u64,
     pub keyframe_requests_received: u64,
     pub probe: ProbeLoad,
+    pub receive: ReceiveWindow,
     pub probe_lag_ms: Percentiles,
     pub server: Option<ServerWindow>,
     /// Several targets, or a redirect or re-homing on one.
@@ -130,6 +131,18 @@ pub struct StepResult {
     /// Per-subscriber values, for the report's distributions (not in the JSON: large).
     #[serde(skip)]
     pub subscribers: Vec<Subscriber>,
+}
+
+/// The subscribers' receive path over the window: the probe's CPU per datagram it
+/// received, and, on the fast path, the feedback it sent back and the RTX it got.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct ReceiveWindow {
+    /// "fast" (the probe's own SRTP, recvmmsg) or "str0m" (`--str0m-receive`).
+    pub path: &'static str,
+    /// All the probe's CPU (sending included) over the datagrams it received, µs.
+    pub probe_cpu_us_per_rx_datagram: Option<f64>,
+    /// Zero on str0m's path (str0m does not say).
+    pub fast: crate::sfu::fastrx::FastCounters,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -163,6 +176,8 @@ pub struct RunConfig {
     pub server_pid: Option<u32>,
     pub server_pids: Vec<u32>,
     pub bind_ip: String,
+    /// "fast" or "str0m" (`--str0m-receive`).
+    pub receive_path: &'static str,
 }
 
 #[derive(Clone, Debug, Serialize)]
