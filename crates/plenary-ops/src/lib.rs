@@ -9,6 +9,7 @@ pub mod logging;
 pub mod metrics;
 pub mod ratelimit;
 pub mod signals;
+pub mod stall;
 pub mod tls;
 
 /// For [`limited_debug!`]: callers need not depend on `tracing` themselves.

@@ -34,10 +34,6 @@ pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const MAX_CONNECTIONS: usize = 16 * 1024;
 /// Pause after a failed accept (typically EMFILE), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// The stall watch wakes this often; waking this much later than due means the process
-/// did not run (SIGSTOP, a frozen VM, CPU starvation).
-const STALL_TICK: Duration = Duration::from_millis(250);
-const STALL_THRESHOLD: Duration = Duration::from_secs(1);
 /// A 4xx reason logged is cut to this many characters.
 const MAX_REASON_CHARS: usize = 160;
 
@@ -49,9 +45,9 @@ pub(crate) const STALLS_COUNTER: &str = "plenary_sfu_stalls_total";
 
 /// Debug lines about client behaviour, at most 10 a second per kind.
 static DEBUG_LOG: LogLimiter<2> = LogLimiter::new(10);
-/// Warnings an operator must see (out of descriptors, at the cap, stalled): one a second
+/// Warnings an operator must see (out of descriptors, at the cap): one a second
 /// per kind.
-static WARN_LOG: LogLimiter<3> = LogLimiter::new(1);
+static WARN_LOG: LogLimiter<2> = LogLimiter::new(1);
 
 #[derive(Clone, Copy)]
 enum DebugKind {
@@ -63,7 +59,6 @@ enum DebugKind {
 enum WarnKind {
     Accept,
     Limit,
-    Stall,
 }
 
 macro_rules! limited_warn {
@@ -96,7 +91,13 @@ pub(crate) async fn accept_loop(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
-    tokio::spawn(watch_stalls(stop.clone()));
+    let mut stall_stop = stop.clone();
+    tokio::spawn(plenary_ops::stall::watch_stalls(
+        STALLS_COUNTER,
+        async move {
+            let _ = stall_stop.changed().await;
+        },
+    ));
     let open = Arc::new(AtomicUsize::new(0));
     loop {
         let accepted = tokio::select! {
@@ -201,31 +202,6 @@ fn truncate(s: &str) -> &str {
     match s.char_indices().nth(MAX_REASON_CHARS) {
         Some((i, _)) => &s[..i],
         None => s,
-    }
-}
-
-/// Notices when the process did not run for a while: a timer that fires much later than
-/// due. Clients got no answers meanwhile, so it is counted and logged.
-async fn watch_stalls(mut stop: watch::Receiver<bool>) {
-    let mut due = tokio::time::Instant::now() + STALL_TICK;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep_until(due) => {}
-            _ = stop.changed() => return,
-        }
-        let now = tokio::time::Instant::now();
-        let late = now.saturating_duration_since(due);
-        if late >= STALL_THRESHOLD {
-            metrics::counter!(STALLS_COUNTER).increment(1);
-            limited_warn!(
-                WarnKind::Stall,
-                stalled_ms = late.as_millis() as u64,
-                "the process did not run for {:.1} s (stopped by SIGSTOP, a frozen VM, or \
-                 starved of CPU); clients got no answers meanwhile",
-                late.as_secs_f64()
-            );
-        }
-        due = now + STALL_TICK;
     }
 }
 

@@ -28,10 +28,6 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 const HANDOFF_WAIT: Duration = Duration::from_secs(1);
 const GAUGE_PERIOD: Duration = Duration::from_secs(1);
 const DRAIN_POLL: Duration = Duration::from_millis(200);
-/// The stall watch wakes this often; a wake-up this much later than due means the process
-/// did not run (SIGSTOP, a frozen VM, CPU starvation).
-const STALL_TICK: Duration = Duration::from_millis(250);
-const STALL_THRESHOLD: Duration = Duration::from_secs(1);
 
 pub(crate) struct ControlSeed {
     pub listeners: Vec<std::net::TcpListener>,
@@ -62,7 +58,13 @@ async fn control_main(seed: ControlSeed) -> io::Result<()> {
             seed.phase.subscribe(),
         ));
     }
-    tokio::spawn(watch_stalls(seed.phase.subscribe()));
+    let mut phase = seed.phase.subscribe();
+    tokio::spawn(plenary_ops::stall::watch_stalls(
+        COUNTER_STALLS,
+        async move {
+            let _ = phase.wait_for(|p| *p == Phase::Stopping).await;
+        },
+    ));
     let allocations = metrics::gauge!(GAUGE_ALLOCATIONS);
     let connections = metrics::gauge!(GAUGE_CONNECTIONS);
     let draining = metrics::gauge!(GAUGE_DRAINING);
@@ -156,32 +158,6 @@ async fn accept_loop(
             rejected.increment(1);
             limited_debug!(NET_LOG, LogKind::Accept, %peer, "all workers busy; connection dropped");
         }
-    }
-}
-
-/// Notices when the process did not run for a while: a timer that fires much later than
-/// due. Clients saw no answers meanwhile, so it is counted and logged.
-async fn watch_stalls(mut phase: watch::Receiver<Phase>) {
-    let stalls = metrics::counter!(COUNTER_STALLS);
-    let mut due = tokio::time::Instant::now() + STALL_TICK;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep_until(due) => {}
-            _ = phase.wait_for(|p| *p == Phase::Stopping) => return,
-        }
-        let now = tokio::time::Instant::now();
-        let late = now.saturating_duration_since(due);
-        if late >= STALL_THRESHOLD {
-            stalls.increment(1);
-            limited_warn!(
-                WarnKind::Stall,
-                stalled_ms = late.as_millis() as u64,
-                "the process did not run for {:.1} s (stopped by SIGSTOP, a frozen VM, or \
-                 starved of CPU); clients got no answers meanwhile",
-                late.as_secs_f64()
-            );
-        }
-        due = now + STALL_TICK;
     }
 }
 

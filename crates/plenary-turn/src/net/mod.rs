@@ -68,10 +68,9 @@ pub(crate) enum WarnKind {
     /// Out of descriptors when opening a relay socket.
     RelayFds,
     RelayPortsExhausted,
-    Stall,
 }
 
-pub(crate) static WARN_LOG: LogLimiter<4> = LogLimiter::new(1);
+pub(crate) static WARN_LOG: LogLimiter<3> = LogLimiter::new(1);
 
 /// `limited_warn!(WarnKind::X, "format", args...)`: a `tracing::warn!` admitted by
 /// [`WARN_LOG`], noting how many lines of its kind were suppressed since the last.
