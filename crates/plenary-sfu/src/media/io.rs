@@ -30,6 +30,7 @@ pub(crate) struct Io {
     /// Sockets whose reads stopped at the budget: edge-triggered, so read them again.
     backlog: Vec<Token>,
     ready: Vec<Token>,
+    strays: u64,
 }
 
 /// A peer's connected socket, held by the peer for sending.
@@ -59,6 +60,7 @@ impl Io {
             next_token: 1,
             backlog: Vec::new(),
             ready: Vec::with_capacity(256),
+            strays: 0,
         })
     }
 
@@ -74,7 +76,16 @@ impl Io {
         s.set_nonblocking(true)?;
         s.bind(&self.local.into())?;
         s.connect(&remote.into())?;
-        let sock: UdpSocket = s.into();
+        self.register_connected(peer, s.into(), remote)
+    }
+
+    /// Registers a socket already connected to `remote` for reading.
+    fn register_connected(
+        &mut self,
+        peer: u64,
+        sock: UdpSocket,
+        remote: SocketAddr,
+    ) -> std::io::Result<Conn> {
         let token = Token(self.next_token);
         self.next_token += 1;
         self.poll.registry().register(
@@ -148,12 +159,26 @@ impl Io {
             return;
         };
         for _ in 0..READ_BUDGET {
-            match sock.recv(buf) {
-                Ok(n) => f(Some(peer), remote, &buf[..n]),
+            // The real source, not `remote`: between its bind and its connect the socket was
+            // an unconnected member of the port's SO_REUSEPORT group, and the kernel may have
+            // queued another client's datagram on it. Fed to this peer, a stray DTLS record
+            // can wedge its handshake; the caller routes it by its source instead.
+            match sock.recv_from(buf) {
+                Ok((n, src)) if src == remote => f(Some(peer), remote, &buf[..n]),
+                Ok((n, src)) => {
+                    self.strays += 1;
+                    f(None, src, &buf[..n])
+                }
                 Err(_) => return,
             }
         }
         self.backlog.push(token);
+    }
+
+    /// Datagrams from other sources read on a connected socket (see `read`) since the last
+    /// call.
+    pub(crate) fn take_strays(&mut self) -> u64 {
+        std::mem::take(&mut self.strays)
     }
 }
 
@@ -166,4 +191,44 @@ pub(crate) fn stun_owner(data: &[u8]) -> Option<usize> {
         .flatten()?;
     let ours = user.split(':').next()?;
     crate::workers::worker_of_ufrag(ours)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A datagram from another source queued before the connect is reported with its own
+    /// source and no peer hint; the peer's own datagrams keep the hint.
+    #[test]
+    fn a_stray_on_a_connected_socket_keeps_its_source() {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let shared = UdpSocket::bind(any).unwrap();
+        let local = shared.local_addr().unwrap();
+        let mut io = Io::new(shared, local).unwrap();
+        let conn_sock = UdpSocket::bind(any).unwrap();
+        let conn_addr = conn_sock.local_addr().unwrap();
+        let (peer_sock, stranger) = (UdpSocket::bind(any).unwrap(), UdpSocket::bind(any).unwrap());
+        // Queued while the socket is still unconnected: the kernel keeps it across connect.
+        stranger.send_to(b"stray", conn_addr).unwrap();
+        conn_sock.connect(peer_sock.local_addr().unwrap()).unwrap();
+        peer_sock.send_to(b"mine", conn_addr).unwrap();
+        conn_sock.set_nonblocking(true).unwrap();
+        let remote = peer_sock.local_addr().unwrap();
+        let conn = io.register_connected(7, conn_sock, remote).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 64];
+        io.read(conn.token, &mut buf, |hint, src, data| {
+            seen.push((hint, src, data.to_vec()))
+        });
+        assert_eq!(
+            seen,
+            vec![
+                (None, stranger.local_addr().unwrap(), b"stray".to_vec()),
+                (Some(7), remote, b"mine".to_vec()),
+            ]
+        );
+        assert_eq!(io.take_strays(), 1);
+        assert_eq!(io.take_strays(), 0);
+    }
 }

@@ -176,6 +176,7 @@ impl MediaLoop {
                 io.read(token, &mut buf, |_, src, data| self.datagram(src, data));
             }
             io.give_back(ready);
+            self.stats.strays += io.take_strays();
             self.connect_pending(&mut io);
             for token in self.to_disconnect.drain(..) {
                 io.disconnect(token);

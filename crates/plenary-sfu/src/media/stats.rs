@@ -18,6 +18,8 @@ pub(crate) struct Stats {
     pub dropped_no_codec: u64,
     /// Piped packets a full cascade link queue refused.
     pub dropped_pipe: u64,
+    /// Another source's datagrams read on a peer's connected socket (routed by source).
+    pub strays: u64,
 }
 
 impl Stats {
@@ -35,6 +37,7 @@ impl Stats {
         counter!("plenary_sfu_keyframe_requests_total").increment(s.keyframe_requests);
         counter!("plenary_sfu_nacks_received_total").increment(s.nacks_received);
         counter!("plenary_sfu_subscriber_keyframe_requests_total").increment(s.plis_received);
+        counter!("plenary_sfu_stray_datagrams_total").increment(s.strays);
         for (reason, n) in [
             ("malformed", s.dropped_malformed),
             ("unknown_source", s.dropped_unknown),
