@@ -28,6 +28,7 @@ const room = {
   nodes: [], // cascade: base URLs of the room's nodes, from `joined` (ours first)
   base: '', // the node we are on
   rehomes: 0, // times we moved to another node (redirect, or our node died)
+  lostTimer: null, // re-home when the subscribe connection stays disconnected
 };
 window.room = room;
 
@@ -293,9 +294,7 @@ const handlers = {
     setState('joined');
     const others = m.participants.filter((p) => p.id !== room.me);
     room.sub = new RTCPeerConnection({ iceServers: room.iceServers });
-    room.sub.onconnectionstatechange = () => {
-      if (room.sub && room.sub.connectionState === 'failed') fail('The subscribe connection failed.');
-    };
+    room.sub.onconnectionstatechange = () => subscribeState(room.sub);
     for (const p of others) addParticipant(p.id, p.name, p.tracks);
     showPresence('');
     subscribeVideo(others.flatMap((p) => p.tracks));
@@ -440,6 +439,23 @@ function leave(message = 'Not in a room.', isError = false) {
   for (const map of [room.participants, room.slots, room.heard, room.audio]) map.clear();
   Plenary.status(message, isError);
   setState('idle');
+}
+
+// A node that vanishes (frozen, off the network) closes no socket: the page learns it from
+// the subscribe connection, and re-homes after 3 s `disconnected` or at `failed`.
+function subscribeState(pc) {
+  if (!pc || room.sub !== pc) return;
+  clearTimeout(room.lostTimer);
+  const next = room.nodes.find((n) => n !== room.base);
+  const lost = (why) => {
+    if (room.sub !== pc) return;
+    if (next) rehome(next, why);
+    else fail('The subscribe connection failed.');
+  };
+  if (pc.connectionState === 'failed') lost('our node stopped answering');
+  else if (pc.connectionState === 'disconnected') {
+    room.lostTimer = setTimeout(() => lost('our node stopped answering for 3 s'), 3000);
+  }
 }
 
 // Rejoins the same room on another node (same name and token).

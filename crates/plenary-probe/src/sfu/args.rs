@@ -53,6 +53,17 @@ pub struct SfuProbeArgs {
     /// killed node's participants (steps[].cascade.rehome: rejoin, audio and video back).
     #[arg(long, value_name = "K@SECS", requires = "local_nodes")]
     pub kill_node: Option<String>,
+    /// With --local-nodes: SIGSTOP node K SECS seconds into the first measured step, and
+    /// leave it stopped (a machine gone off the network: no FIN, no RST, no ICMP). Its
+    /// participants must notice by themselves (room API pings stop) and re-home; reported
+    /// as for --kill-node.
+    #[arg(
+        long,
+        value_name = "K@SECS",
+        requires = "local_nodes",
+        conflicts_with = "kill_node"
+    )]
+    pub freeze_node: Option<String>,
     /// Which signalling the target speaks.
     #[arg(long, value_enum, default_value_t = Api::Plenary)]
     pub api: Api,
@@ -155,18 +166,27 @@ pub struct SfuProbeArgs {
 impl SfuProbeArgs {
     /// `--kill-node K@SECS` as (node index, seconds into the first measured step).
     pub fn kill_node(&self) -> anyhow::Result<Option<(usize, u64)>> {
-        let Some(spec) = &self.kill_node else {
+        self.node_fault("--kill-node", self.kill_node.as_deref())
+    }
+
+    /// `--freeze-node K@SECS`, read as `--kill-node` is.
+    pub fn freeze_node(&self) -> anyhow::Result<Option<(usize, u64)>> {
+        self.node_fault("--freeze-node", self.freeze_node.as_deref())
+    }
+
+    fn node_fault(&self, flag: &str, spec: Option<&str>) -> anyhow::Result<Option<(usize, u64)>> {
+        let Some(spec) = spec else {
             return Ok(None);
         };
         let parsed = spec
             .split_once('@')
             .and_then(|(k, s)| Some((k.trim().parse().ok()?, s.trim().parse().ok()?)));
         let Some((k, secs)) = parsed else {
-            anyhow::bail!("--kill-node {spec}: expected K@SECS, e.g. 1@5 (node 1, 5 s in)");
+            anyhow::bail!("{flag} {spec}: expected K@SECS, e.g. 1@5 (node 1, 5 s in)");
         };
         let nodes = self.local_nodes.unwrap_or(0);
         if k >= nodes {
-            anyhow::bail!("--kill-node {spec}: node {k} does not exist (--local-nodes {nodes})");
+            anyhow::bail!("{flag} {spec}: node {k} does not exist (--local-nodes {nodes})");
         }
         Ok(Some((k, secs)))
     }
@@ -241,5 +261,31 @@ mod tests {
         assert!(e.contains("expected K@SECS"), "{e}");
         // Only a cascade this probe started may be killed.
         assert!(kill(&["--kill-node", "1@5"]).is_err());
+    }
+
+    #[test]
+    fn freeze_node_reads_as_kill_node_and_excludes_it() {
+        let parse = |argv: &[&str]| {
+            Cli::try_parse_from(std::iter::once("probe").chain(argv.iter().copied()))
+                .map_err(|e| e.to_string())
+        };
+        let cli = parse(&["--local-nodes", "3", "--freeze-node", "2@7"]).unwrap();
+        assert_eq!(cli.args.freeze_node().unwrap(), Some((2, 7)));
+        assert_eq!(cli.args.kill_node().unwrap(), None);
+        let cli = parse(&["--local-nodes", "2", "--freeze-node", "2@7"]).unwrap();
+        let e = cli.args.freeze_node().unwrap_err().to_string();
+        assert!(
+            e.starts_with("--freeze-node 2@7: node 2 does not exist"),
+            "{e}"
+        );
+        let both = [
+            "--local-nodes",
+            "3",
+            "--kill-node",
+            "1@5",
+            "--freeze-node",
+            "1@5",
+        ];
+        assert!(parse(&both).is_err());
     }
 }

@@ -120,9 +120,18 @@ pub struct RehomeStats {
     /// Re-homed participants that had no audio (video) yet when the step ended.
     pub without_audio: u32,
     pub without_video: u32,
+    /// With `--kill-node`/`--freeze-node`: from the fault to the participant's close (how
+    /// long it took to notice), and from the fault to audio and video back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noticed_ms: Option<Percentiles>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio_since_fault_ms: Option<Percentiles>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub video_since_fault_ms: Option<Percentiles>,
 }
 
-pub fn rehome_stats(events: &[Rehome]) -> Option<RehomeStats> {
+/// The step's re-homings; `fault_us` is the probe clock when the run's node fault happened.
+pub fn rehome_stats(events: &[Rehome], fault_us: Option<u64>) -> Option<RehomeStats> {
     if events.is_empty() {
         return None;
     }
@@ -140,7 +149,15 @@ pub fn rehome_stats(events: &[Rehome]) -> Option<RehomeStats> {
         video_ms: of(&|e| e.video_ms),
         without_audio: ok().filter(|e| e.audio_ms.is_none()).count() as u32,
         without_video: ok().filter(|e| e.video_ms.is_none()).count() as u32,
+        noticed_ms: fault_us.and_then(|f| of(&|e| noticed(e, f))),
+        audio_since_fault_ms: fault_us.and_then(|f| of(&|e| Some(noticed(e, f)? + e.audio_ms?))),
+        video_since_fault_ms: fault_us.and_then(|f| of(&|e| Some(noticed(e, f)? + e.video_ms?))),
     })
+}
+
+/// From the fault to this participant's close, ms; None for a close before the fault.
+fn noticed(e: &Rehome, fault_us: u64) -> Option<f64> {
+    (e.closed_us >= fault_us).then(|| (e.closed_us - fault_us) as f64 / 1000.0)
 }
 
 /// One-way delay of subscribers, split by whether the track's publisher sat on the
@@ -322,7 +339,7 @@ mod tests {
 
     #[test]
     fn rehome_times_per_step() {
-        assert!(rehome_stats(&[]).is_none());
+        assert!(rehome_stats(&[], None).is_none());
         let ev = |audio: Option<f64>, video: Option<f64>, to: Option<&str>| Rehome {
             to: to.map(str::to_string),
             audio_ms: audio,
@@ -331,15 +348,40 @@ mod tests {
             redirects: 1,
             ..Rehome::default()
         };
-        let s = rehome_stats(&[
-            ev(Some(100.0), Some(300.0), Some("http://b:2")),
-            ev(Some(200.0), None, Some("http://b:2")),
-            ev(None, None, None),
-        ])
+        let s = rehome_stats(
+            &[
+                ev(Some(100.0), Some(300.0), Some("http://b:2")),
+                ev(Some(200.0), None, Some("http://b:2")),
+                ev(None, None, None),
+            ],
+            None,
+        )
         .unwrap();
         assert_eq!((s.count, s.failed, s.redirects), (3, 1, 3));
         assert_eq!(s.audio_ms.unwrap().p95, 200.0);
         assert_eq!(s.video_ms.unwrap().count, 1);
         assert_eq!((s.without_audio, s.without_video), (0, 1));
+        assert!(s.noticed_ms.is_none() && s.audio_since_fault_ms.is_none());
+    }
+
+    #[test]
+    fn rehome_times_since_the_fault() {
+        let ev = |closed_us: u64, audio: f64| Rehome {
+            to: Some("http://b:2".into()),
+            closed_us,
+            audio_ms: Some(audio),
+            ..Rehome::default()
+        };
+        // A freeze at 10 s, noticed 3.5 s and 3.6 s later; a close before it is not counted.
+        let events = [
+            ev(13_500_000, 200.0),
+            ev(13_600_000, 300.0),
+            ev(9_000_000, 1.0),
+        ];
+        let s = rehome_stats(&events, Some(10_000_000)).unwrap();
+        assert_eq!(s.noticed_ms.unwrap().count, 2);
+        assert_eq!(s.noticed_ms.unwrap().p95, 3600.0);
+        assert_eq!(s.audio_since_fault_ms.unwrap().p95, 3900.0);
+        assert!(s.video_since_fault_ms.is_none());
     }
 }

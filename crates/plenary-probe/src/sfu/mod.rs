@@ -71,7 +71,11 @@ pub fn run(args: SfuProbeArgs) -> anyhow::Result<i32> {
     let scenario = args.scenario()?;
     let plan = Plan::new(scenario);
     let local_nodes = args.local_nodes.unwrap_or(0);
-    let kill = args.kill_node()?;
+    let kill = match (args.kill_node()?, args.freeze_node()?) {
+        (Some((k, s)), _) => Some((k, s, libc::SIGKILL)),
+        (None, Some((k, s))) => Some((k, s, libc::SIGSTOP)),
+        (None, None) => None,
+    };
     let embedded = (args.embedded || args.target.is_none()) && local_nodes == 0;
     let cpus = load::cpu_count();
     let pinning = !args.no_pin;
@@ -224,11 +228,12 @@ pub fn run(args: SfuProbeArgs) -> anyhow::Result<i32> {
         args.quiet,
     );
     runner.links = (!metrics.is_empty()).then_some(links::Scraper { nodes: metrics });
-    if let (Some((k, secs)), Some(c)) = (kill, &local) {
+    if let (Some((k, secs, signal)), Some(c)) = (kill, &local) {
         runner.kill = Some(run::NodeKill {
             pid: c.pids()[k],
             name: format!("n{k}"),
             after: Duration::from_secs(secs),
+            signal,
         });
     }
     if let Some(dir) = &args.report {

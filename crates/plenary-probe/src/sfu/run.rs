@@ -50,15 +50,20 @@ pub struct Runner<'a> {
     started: Instant,
     /// Probe clock when the current step started joining: its re-homings are those since.
     step_from_us: u64,
-    /// `--kill-node`: a node to SIGKILL during the first measured step.
+    /// `--kill-node` / `--freeze-node`: a node to SIGKILL or SIGSTOP during the first
+    /// measured step.
     pub kill: Option<NodeKill>,
+    /// Probe clock when that fault happened (0: none yet).
+    fault_us: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// A node of the local cascade to kill (ours: started by `local`), and when.
+/// A node of the local cascade to kill or freeze (ours: started by `local`), and when.
 pub struct NodeKill {
     pub pid: u32,
     pub name: String,
     pub after: Duration,
+    /// SIGKILL, or SIGSTOP for a node that vanishes without closing anything.
+    pub signal: libc::c_int,
 }
 
 impl<'a> Runner<'a> {
@@ -92,6 +97,7 @@ impl<'a> Runner<'a> {
             started: Instant::now(),
             step_from_us: 0,
             kill: None,
+            fault_us: Default::default(),
         }
     }
 
@@ -364,14 +370,22 @@ impl<'a> Runner<'a> {
     async fn measure(&mut self, k: usize, n: u32, joins: Joins) -> StepResult {
         self.drivers(|| Cmd::BeginStep);
         if let Some(kill) = self.kill.take() {
+            let how = if kill.signal == libc::SIGSTOP {
+                "freezing"
+            } else {
+                "killing"
+            };
             self.say(format_args!(
-                "  killing node {} (pid {}) {:?} into this step",
+                "  {how} node {} (pid {}) {:?} into this step",
                 kill.name, kill.pid, kill.after
             ));
+            let (clock, fault_us) = (self.clock, self.fault_us.clone());
             std::thread::spawn(move || {
                 std::thread::sleep(kill.after);
-                // SAFETY: kill(2) on a child this probe started (the local cascade's node).
-                unsafe { libc::kill(kill.pid as libc::pid_t, libc::SIGKILL) };
+                // SAFETY: kill(2) on a child this probe started (the local cascade's node);
+                // a stopped node is SIGKILLed with the others when the run ends.
+                unsafe { libc::kill(kill.pid as libc::pid_t, kill.signal) };
+                fault_us.store(clock.now_us().max(1), Relaxed);
             });
         }
         let (snap0, cpu0, t0) = (self.snapshot(), self.server.sample(), Instant::now());
@@ -547,7 +561,10 @@ impl<'a> Runner<'a> {
         Some(CascadeStep {
             participants_per_node: per_node,
             delay: super::cascade::node_delay(tracks, |p| homes.get(&p).map(String::as_str)),
-            rehome: super::cascade::rehome_stats(&events),
+            rehome: super::cascade::rehome_stats(
+                &events,
+                Some(self.fault_us.load(Relaxed)).filter(|&f| f > 0),
+            ),
             ..CascadeStep::default()
         })
     }

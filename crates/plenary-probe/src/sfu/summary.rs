@@ -76,6 +76,14 @@ fn cascade(c: &CascadeStep) -> String {
             ms(r.video_ms.map(|p| p.p50)),
             ms(r.video_ms.map(|p| p.p95)),
         );
+        if let Some(n) = r.noticed_ms {
+            s += &format!(
+                "; since the fault: noticed p95 {} ms, audio back p95 {} ms, video {} ms",
+                ms(Some(n.p95)),
+                ms(r.audio_since_fault_ms.map(|p| p.p95)),
+                ms(r.video_since_fault_ms.map(|p| p.p95)),
+            );
+        }
     }
     s
 }

@@ -20,6 +20,9 @@ use str0m::media::Mid;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
+/// Silence after which a node that pings is taken for gone: three missed pings and a half.
+const NODE_SILENT: Duration = Duration::from_millis(3500);
+
 /// Names the probe gives its participants, so announcements map back to plan indices.
 fn name_of(index: u32) -> String {
     format!("probe-{index}")
@@ -298,8 +301,13 @@ impl Session {
 
     async fn serve(&mut self, ws: Ws, mut ctl: mpsc::UnboundedReceiver<Ctl>) -> End {
         let (mut tx, mut rx) = ws.split();
+        // A node that pings (every second) and then falls silent is gone even if its TCP
+        // connection never closes (frozen, or off the network).
+        let mut pings = false;
+        let mut heard = tokio::time::Instant::now();
         loop {
             tokio::select! {
+                _ = tokio::time::sleep_until(heard + NODE_SILENT), if pings => return End::Closed,
                 c = ctl.recv() => match c {
                     Some(Ctl::Send(m)) => {
                         let leave = matches!(m, ClientMsg::Leave);
@@ -319,6 +327,8 @@ impl Session {
                 },
                 m = rx.next() => {
                     let Some(Ok(m)) = m else { return End::Closed };
+                    heard = tokio::time::Instant::now();
+                    pings |= matches!(m, Message::Ping(_));
                     let Message::Text(text) = m else { continue };
                     let Ok(msg) = serde_json::from_str::<ServerMsg>(text.as_str()) else { continue };
                     let out = self.on_message(msg).await;
