@@ -205,7 +205,7 @@ async fn ten_thousand_half_open_tcp_and_websocket_connections_are_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slowloris_on_the_http_port_is_cut_at_the_header_timeout() {
+async fn slowloris_on_the_http_port_is_cut_at_the_header_and_body_timeouts() {
     const SLOW: usize = 50;
     let _serial = SERIAL.lock().await;
     let sfu = Sfu::start(None);
@@ -280,7 +280,68 @@ async fn slowloris_on_the_http_port_is_cut_at_the_header_timeout() {
         session.receives(Duration::from_secs(5)).await,
         "media after"
     );
+
+    // A whole head, then an offer body trickled a byte a second: answered 408 after 5 s.
+    const SLOW_BODIES: usize = 10;
+    let head = format!(
+        "POST /whip/slow HTTP/1.1\r\nHost: {}\r\nContent-Type: application/sdp\r\n\
+         Content-Length: 4000\r\n\r\nv=0",
+        sfu.http
+    );
+    let mut bodies: Vec<TcpStream> = (0..SLOW_BODIES)
+        .map(|_| {
+            let mut s = TcpStream::connect(sfu.http).expect("connect");
+            s.write_all(head.as_bytes()).expect("head");
+            s
+        })
+        .collect();
+    let started = Instant::now();
+    let answers = block_in_place(|| {
+        let mut answers = vec![String::new(); SLOW_BODIES];
+        for _ in 0..12 {
+            std::thread::sleep(Duration::from_secs(1));
+            for s in bodies.iter_mut() {
+                let _ = s.write_all(b"\r");
+            }
+            for (s, a) in bodies.iter_mut().zip(answers.iter_mut()) {
+                if a.is_empty() {
+                    *a = read_some(s, Duration::from_millis(10));
+                }
+            }
+            if answers.iter().all(|a| !a.is_empty()) {
+                break;
+            }
+        }
+        answers
+    });
+    let waited = started.elapsed();
+    for a in &answers {
+        assert!(
+            a.starts_with("HTTP/1.1 408") && a.contains("offer body not complete"),
+            "a trickled offer body got {a:?}"
+        );
+    }
+    assert!(
+        (Duration::from_secs(4)..Duration::from_secs(9)).contains(&waited),
+        "answered after {waited:?}, expected about 5 s"
+    );
+    let counted = sfu.wait_metric(
+        "plenary_sfu_http_client_errors_total{status=\"408\"}",
+        SLOW_BODIES as f64,
+    );
+    assert!(counted >= SLOW_BODIES as f64, "408s counted: {counted}");
     session.end().await;
+}
+
+/// What the server has sent on `s` within `wait` ("" if nothing yet).
+fn read_some(s: &mut TcpStream, wait: Duration) -> String {
+    use std::io::Read;
+    let _ = s.set_read_timeout(Some(wait));
+    let mut buf = [0u8; 512];
+    match s.read(&mut buf) {
+        Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        Err(_) => String::new(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,6 +28,10 @@ pub(crate) use accept::{
 
 pub(crate) type Resp = Response<Full<Bytes>>;
 
+/// Longest a WHIP/WHEP offer body may take after its head: the header timeout stops at the
+/// head, and a client trickling the body would otherwise hold its connection for ever.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn cors(mut r: Resp) -> Resp {
     let h = r.headers_mut();
     h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
@@ -242,12 +246,19 @@ async fn offer(
             "content-type must be application/sdp",
         );
     }
-    let body = match Limited::new(req.into_body(), MAX_SDP).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
+    let collect = Limited::new(req.into_body(), MAX_SDP).collect();
+    let body = match tokio::time::timeout(BODY_READ_TIMEOUT, collect).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => {
             return text(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "offer too large or body unreadable",
+            )
+        }
+        Err(_) => {
+            return text(
+                StatusCode::REQUEST_TIMEOUT,
+                "offer body not complete within 5 s of the request head",
             )
         }
     };
