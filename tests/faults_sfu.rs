@@ -109,6 +109,8 @@ async fn a_client_vanishing_mid_dtls_is_dropped() {
         "no log line names the half-done peer:\n{}",
         sfu.proc.log()
     );
+    let counted = sfu.wait_metric("plenary_sfu_peers_not_connected_total{stage=\"dtls\"}", 1.0);
+    assert_eq!(counted, 1.0, "the half-done peer counted by its stage");
     assert!(
         session.receives(Duration::from_secs(5)).await,
         "media after"
@@ -460,6 +462,12 @@ async fn floods_of_malformed_sdp_json_and_rtp_leave_media_alone() {
     assert!(
         (1..OFFERS / 10).contains(&lines),
         "{lines} log lines for {OFFERS} bad offers"
+    );
+    let noise = sfu.log_lines("which is no peer's address")
+        + sfu.log_lines("are not STUN, DTLS, RTP or RTCP");
+    assert!(
+        (1..DATAGRAMS / 10).contains(&noise),
+        "{noise} log lines for {DATAGRAMS} garbage datagrams: none, or not rate-limited"
     );
     assert!(
         sfu.log_lines("unparsable SDP offer") >= 1,

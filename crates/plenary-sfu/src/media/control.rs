@@ -490,12 +490,21 @@ impl MediaLoop {
         }
         for peer_id in [p.publish, p.subscribe].into_iter().flatten() {
             if let Some(peer) = self.peers.get(&peer_id).filter(|pe| !pe.connected) {
+                let address_seen = self.by_addr.values().any(|v| *v == peer_id);
+                // Where it stopped: ICE had found the client's address, or DTLS had begun.
+                let stage = if address_seen || peer.dtls_rx > 0 {
+                    "dtls"
+                } else {
+                    "ice"
+                };
+                metrics::counter!("plenary_sfu_peers_not_connected_total", "stage" => stage)
+                    .increment(1);
                 tracing::info!(
                     peer = peer_id,
                     participant = id,
                     kind = ?peer.kind,
                     ice = ?peer.ice,
-                    address_seen = self.by_addr.values().any(|v| *v == peer_id),
+                    address_seen,
                     offer_pending = peer.pending_offer.is_some(),
                     dtls_tx = peer.dtls_tx,
                     dtls_rx = peer.dtls_rx,

@@ -252,6 +252,12 @@ impl MediaLoop {
         let now = Instant::now();
         let Ok(recv) = Receive::new(Protocol::Udp, src, self.advertised, data) else {
             self.stats.dropped_malformed += 1;
+            plenary_ops::limited_debug!(
+                LOG_LIMIT,
+                0,
+                "sfu: {} bytes from {src} are not STUN, DTLS, RTP or RTCP",
+                data.len()
+            );
             return;
         };
         let input = Input::Receive(now, recv);
@@ -358,7 +364,15 @@ impl MediaLoop {
                 }
                 self.stats.dropped_unknown += 1;
             }
-            _ => self.stats.dropped_unknown += 1,
+            _ => {
+                self.stats.dropped_unknown += 1;
+                plenary_ops::limited_debug!(
+                    LOG_LIMIT,
+                    0,
+                    "sfu: {} bytes from {src}, which is no peer's address and no ICE check for one",
+                    data.len()
+                );
+            }
         }
     }
 
