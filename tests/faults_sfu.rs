@@ -554,3 +554,156 @@ async fn fd_limit_reached_backs_off_and_recovers() {
     );
     session.end().await;
 }
+
+/// One source posting WHIP offers it never connects: its sessions still connecting are
+/// capped (429 with Retry-After past 256), so what it makes the server hold is bounded;
+/// its room API joins are refused as well, and other sources, the running session and
+/// fresh sessions are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_cannot_hold_more_than_its_cap_of_connecting_sessions() {
+    const CAP: usize = 256;
+    const POSTS: usize = 300;
+    let _serial = SERIAL.lock().await;
+    let sfu = Sfu::start(None);
+    let session = Session::start(sfu.http).await;
+    let rss_before = rss_kib(sfu.pid());
+    let offer = block_in_place(whip_offer);
+    let source: std::net::IpAddr = [127, 0, 0, 3].into();
+    let statuses: Vec<(u16, String)> = block_in_place(|| {
+        (0..POSTS)
+            .map(|i| {
+                post_from(
+                    source,
+                    sfu.http,
+                    &format!("/whip/capped-{}", i % 10),
+                    &offer,
+                )
+            })
+            .collect()
+    });
+    let created = statuses.iter().filter(|(s, _)| *s == 201).count();
+    let refused: Vec<&String> = statuses
+        .iter()
+        .filter(|(s, _)| *s == 429)
+        .map(|(_, head)| head)
+        .collect();
+    let rss_held = rss_kib(sfu.pid());
+    let grown = rss_held.saturating_sub(rss_before);
+    eprintln!(
+        "one source: {created} sessions created, {} refused; RSS {rss_before} KiB before, \
+         {rss_held} KiB with them (+{grown} KiB, {} KiB per session)",
+        refused.len(),
+        grown / created.max(1) as u64
+    );
+    assert_eq!(created, CAP, "sessions one source may have connecting");
+    assert_eq!(refused.len(), POSTS - CAP, "the rest are refused");
+    assert!(
+        refused
+            .iter()
+            .all(|h| h.to_ascii_lowercase().contains("retry-after: 5")),
+        "429 without Retry-After: {:?}",
+        refused.first()
+    );
+    // The bound: each held session at most 64 KiB (an offer's worth), plus 8 MiB slack.
+    assert!(
+        grown <= (CAP as u64) * 64 + 8 * 1024,
+        "{grown} KiB held for {CAP} sessions"
+    );
+    // Its room API join is refused too, with a reason.
+    let reply = block_in_place(|| ws_join_from(source, sfu.http));
+    assert!(
+        reply.contains("too many sessions from your address"),
+        "room API join from the capped source: {reply:?}"
+    );
+    let counted = sfu.wait_metric(
+        "plenary_sfu_http_client_errors_total{status=\"429\"}",
+        (POSTS - CAP) as f64,
+    );
+    assert!(counted >= (POSTS - CAP) as f64, "429s counted: {counted}");
+    assert!(
+        sfu.wait_metric(
+            "plenary_sfu_room_api_errors_total{reason=\"too_many_connecting\"}",
+            1.0
+        ) >= 1.0,
+        "the refused join is counted"
+    );
+    // Everyone else (127.0.0.1) is served meanwhile.
+    assert!(
+        session.receives(Duration::from_secs(5)).await,
+        "media during"
+    );
+    fresh_sessions_work(sfu.http, "other-source").await;
+    session.end().await;
+}
+
+/// A str0m WHIP offer (audio and video), never answered: the cap test only posts it.
+fn whip_offer() -> String {
+    use str0m::media::{Direction, MediaKind};
+    let mut rtc = str0m::RtcConfig::new()
+        .set_rtp_mode(true)
+        .build(Instant::now());
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let cand = str0m::Candidate::host(sock.local_addr().expect("addr"), "udp").expect("cand");
+    rtc.add_local_candidate(cand);
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    let (offer, _pending) = api.apply().expect("offer");
+    offer.to_sdp_string()
+}
+
+/// A TCP connection to `to` from the loopback address `from`.
+fn connect_from(from: std::net::IpAddr, to: std::net::SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    s.bind(&std::net::SocketAddr::new(from, 0).into())
+        .expect("bind the source address");
+    s.connect(&to.into()).expect("connect");
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s
+}
+
+/// POSTs an SDP offer from `from`; returns the status and the response head.
+fn post_from(
+    from: std::net::IpAddr,
+    to: std::net::SocketAddr,
+    path: &str,
+    sdp: &str,
+) -> (u16, String) {
+    use std::io::Read;
+    let mut s = connect_from(from, to);
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    s.write_all(req.as_bytes()).expect("post");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let head = raw.split("\r\n\r\n").next().unwrap_or_default().to_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head)
+}
+
+/// Opens the room API from `from`, sends `join`, returns the first text message.
+fn ws_join_from(from: std::net::IpAddr, to: std::net::SocketAddr) -> String {
+    let s = connect_from(from, to);
+    let url = format!("ws://{to}/rooms/{ROOM}");
+    let (mut ws, _) = tokio_tungstenite::tungstenite::client(url, s).expect("websocket");
+    ws.send(Message::text(r#"{"type":"join","name":"capped"}"#))
+        .expect("join");
+    loop {
+        match ws.read() {
+            Ok(Message::Text(t)) => return t.as_str().to_owned(),
+            Ok(Message::Close(_)) | Err(_) => return String::new(),
+            Ok(_) => continue,
+        }
+    }
+}

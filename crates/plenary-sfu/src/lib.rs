@@ -15,6 +15,7 @@ use str0m::change::SdpOffer;
 use str0m::Candidate;
 use tokio::sync::{oneshot, watch};
 
+mod admission;
 mod assets;
 mod cascade;
 pub mod config;
@@ -142,6 +143,8 @@ pub(crate) struct Shared {
     pub(crate) cascade: Option<Arc<cascade::Cascade>>,
     /// The `plenary egress` children started over HTTP.
     pub(crate) egress: egress::Egresses,
+    /// Sessions still connecting, per source address (capped).
+    pub(crate) admissions: Arc<admission::Admissions>,
 }
 
 impl Shared {
@@ -327,6 +330,7 @@ pub async fn serve(config: SfuConfig) -> anyhow::Result<RunningSfu> {
         claims: std::sync::Mutex::new(std::collections::HashMap::new()),
         cascade,
         egress,
+        admissions: admission::Admissions::new(admission::MAX_CONNECTING_PER_SOURCE),
     });
     if let Some(c) = &shared.cascade {
         c.start(&shared).await;
@@ -399,12 +403,14 @@ pub(crate) enum Cmd {
         room: String,
         offer: SdpOffer,
         opts: SessionOpts,
+        admission: admission::Admission,
         reply: JoinReply,
     },
     Whep {
         room: String,
         offer: SdpOffer,
         opts: SessionOpts,
+        admission: admission::Admission,
         reply: JoinReply,
     },
     /// WHIP/WHEP `DELETE`: the resource id is the participant id.
@@ -442,6 +448,8 @@ pub(crate) enum RoomCmd {
         room: String,
         name: String,
         events: tokio::sync::mpsc::Sender<signal::ServerMsg>,
+        /// Held by the participant's subscribe connection until it connects.
+        admission: admission::Admission,
         reply: oneshot::Sender<Result<u64, String>>,
     },
     Msg {

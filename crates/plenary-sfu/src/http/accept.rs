@@ -136,7 +136,11 @@ pub(crate) async fn accept_loop(
 async fn serve(tcp: TcpStream, slot: ConnSlot, shared: Arc<Shared>) {
     let peer = tcp.peer_addr().ok();
     let io = TokioIo::new(Counted { tcp, _slot: slot });
-    let svc = hyper::service::service_fn(move |req| respond(req, shared.clone()));
+    let remote = RemoteIp(peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.ip()));
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(remote);
+        respond(req, shared.clone())
+    });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -166,6 +170,10 @@ async fn serve(tcp: TcpStream, slot: ConnSlot, shared: Arc<Shared>) {
         "http connection closed: {why}"
     );
 }
+
+/// The client's address, put in every request's extensions (sessions are capped per source).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RemoteIp(pub std::net::IpAddr);
 
 /// Answers one request; a 4xx answer is counted by status and its reason logged.
 async fn respond(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Resp, Infallible> {

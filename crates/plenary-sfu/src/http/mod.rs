@@ -22,11 +22,29 @@ mod ws;
 pub(crate) use ws::ROOM_API_ERRORS_COUNTER;
 
 pub(crate) use accept::{
-    accept_loop, bind_listener, ACCEPT_ERRORS_COUNTER, CLIENT_ERRORS_COUNTER, CONNECTIONS_GAUGE,
-    DROPPED_COUNTER, STALLS_COUNTER,
+    accept_loop, bind_listener, RemoteIp, ACCEPT_ERRORS_COUNTER, CLIENT_ERRORS_COUNTER,
+    CONNECTIONS_GAUGE, DROPPED_COUNTER, STALLS_COUNTER,
 };
 
 pub(crate) type Resp = Response<Full<Bytes>>;
+
+/// The client's address, as the accept loop recorded it.
+fn remote_ip<B>(req: &Request<B>) -> std::net::IpAddr {
+    req.extensions()
+        .get::<RemoteIp>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |r| r.0)
+}
+
+/// 429 for a source at its cap of sessions still connecting (`admission`).
+fn too_many_connecting() -> Resp {
+    let mut r = text(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many sessions from your address are still connecting; retry in a few seconds",
+    );
+    r.headers_mut()
+        .insert("retry-after", HeaderValue::from_static("5"));
+    r
+}
 
 /// Longest a WHIP/WHEP offer body may take after its head: the header timeout stops at the
 /// head, and a client trickling the body would otherwise hold its connection for ever.
@@ -234,6 +252,7 @@ async fn offer(
     room: String,
     publisher: bool,
 ) -> Resp {
+    let source = remote_ip(&req);
     // Kept for a redirect: the token may ride in the query.
     let query = req
         .uri()
@@ -274,6 +293,9 @@ async fn offer(
             )
         }
     };
+    let Some(admission) = shared.admissions.admit(source) else {
+        return too_many_connecting();
+    };
     let (tx, rx) = oneshot::channel();
     let room_name = room.clone();
     let opts = crate::SessionOpts::from_query(query.strip_prefix('?'));
@@ -282,6 +304,7 @@ async fn offer(
             room,
             offer,
             opts,
+            admission,
             reply: tx,
         }
     } else {
@@ -289,6 +312,7 @@ async fn offer(
             room,
             offer,
             opts,
+            admission,
             reply: tx,
         }
     };

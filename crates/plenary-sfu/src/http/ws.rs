@@ -82,6 +82,7 @@ pub(super) async fn upgrade(req: Request<Incoming>, shared: Arc<Shared>, room: S
     }
     let accept = derive_accept_key(key.as_bytes());
     let name_from_token = claims.and_then(|c| c.name);
+    let source = super::remote_ip(&req);
     tokio::spawn(async move {
         let Ok(upgraded) = hyper::upgrade::on(req).await else {
             return;
@@ -92,7 +93,7 @@ pub(super) async fn upgrade(req: Request<Incoming>, shared: Arc<Shared>, room: S
         cfg.read_buffer_size = READ_BUFFER;
         let ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(cfg)).await;
-        session(ws, shared, room, name_from_token).await;
+        session(ws, shared, room, name_from_token, source).await;
     });
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -130,6 +131,7 @@ async fn session<S>(
     shared: Arc<Shared>,
     room: String,
     token_name: Option<String>,
+    source: std::net::IpAddr,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -159,12 +161,24 @@ async fn session<S>(
             }
         }
     };
+    let Some(admission) = shared.admissions.admit(source) else {
+        client_error(
+            "too_many_connecting",
+            "source at its cap of connecting sessions",
+        );
+        let message =
+            "too many sessions from your address are still connecting; retry in a few seconds";
+        let _ = send(&mut ws, &error(message)).await;
+        let _ = ws.close(None).await;
+        return;
+    };
     let (ev_tx, mut ev_rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
     let (tx, rx) = oneshot::channel();
     let join = Cmd::Room(RoomCmd::Join {
         room: room.clone(),
         name,
         events: ev_tx,
+        admission,
         reply: tx,
     });
     if let Some(c) = &shared.cascade {

@@ -36,9 +36,10 @@ impl MediaLoop {
                 room,
                 offer,
                 opts,
+                admission,
                 reply,
             } => {
-                let r = self.http_session(room.clone(), offer, PeerKind::Whip, opts);
+                let r = self.http_session(room.clone(), offer, PeerKind::Whip, opts, admission);
                 if r.is_err() {
                     self.shared.router.left(&room, self.worker);
                 }
@@ -48,9 +49,10 @@ impl MediaLoop {
                 room,
                 offer,
                 opts,
+                admission,
                 reply,
             } => {
-                let r = self.http_session(room.clone(), offer, PeerKind::Whep, opts);
+                let r = self.http_session(room.clone(), offer, PeerKind::Whep, opts, admission);
                 if r.is_err() {
                     self.shared.router.left(&room, self.worker);
                 }
@@ -77,9 +79,10 @@ impl MediaLoop {
                 room,
                 name,
                 events,
+                admission,
                 reply,
             }) => {
-                let r = self.room_join(room.clone(), name, events);
+                let r = self.room_join(room.clone(), name, events, admission);
                 if r.is_err() {
                     self.shared.router.left(&room, self.worker);
                 }
@@ -193,6 +196,7 @@ impl MediaLoop {
         offer: SdpOffer,
         kind: PeerKind,
         opts: crate::SessionOpts,
+        admission: crate::admission::Admission,
     ) -> Result<(u64, String), HttpErr> {
         self.admit()?;
         let mut rtc = self.new_rtc(kind == PeerKind::Whep)?;
@@ -225,6 +229,7 @@ impl MediaLoop {
         }
         let mut peer = Peer::new(id, kind, rtc, Instant::now());
         peer.opts = opts;
+        peer.admission = Some(admission);
         self.peers.insert(peer_id, peer);
         self.drain_peer(peer_id);
         tracing::info!(id, %room, ?kind, ?opts, "session joined");
@@ -266,6 +271,7 @@ impl MediaLoop {
         room: String,
         name: String,
         events: super::model::EventTx,
+        admission: crate::admission::Admission,
     ) -> Result<u64, String> {
         self.admit().map_err(|(_, m)| m)?;
         let id = self.new_id();
@@ -327,10 +333,9 @@ impl MediaLoop {
         // The subscribe connection starts with the audio slots, offered by us.
         let rtc = self.new_rtc(true).map_err(|(_, m)| m)?;
         let peer_id = self.new_id();
-        self.peers.insert(
-            peer_id,
-            Peer::new(id, PeerKind::Subscribe, rtc, Instant::now()),
-        );
+        let mut peer = Peer::new(id, PeerKind::Subscribe, rtc, Instant::now());
+        peer.admission = Some(admission);
+        self.peers.insert(peer_id, peer);
         if let Some(p) = self.participants.get_mut(&id) {
             p.subscribe = Some(peer_id);
         }

@@ -65,6 +65,8 @@ pub(crate) struct Peer {
     pub queued: Vec<(MediaKind, SlotRole, u8)>,
     /// What the WHIP/WHEP URL asked for.
     pub opts: crate::SessionOpts,
+    /// Its place in its source's count of connecting sessions, given back on connect.
+    pub admission: Option<crate::admission::Admission>,
 }
 
 /// What a drain saw, copied out so the worker can act on other peers.
@@ -101,6 +103,7 @@ impl Peer {
             conn: None,
             queued: Vec::new(),
             opts: crate::SessionOpts::default(),
+            admission: None,
         }
     }
 
@@ -152,6 +155,7 @@ impl Peer {
                 Ok(Output::Event(e)) => match e {
                     Event::Connected => {
                         self.connected = true;
+                        self.admission = None;
                         out.push(PeerEvent::Connected);
                     }
                     Event::MediaAdded(m) => out.push(PeerEvent::MediaAdded(m.mid, m.kind)),
