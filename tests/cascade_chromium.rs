@@ -8,12 +8,14 @@
 //! - Two room participants (the demo room page) on different nodes see and hear each other.
 //! - When a participant's node stops (its WebSocket closes) or drains (it sends `redirect`),
 //!   the page re-homes by itself to the room's other node, and the two see and hear each
-//!   other again within 10 s.
+//!   other again within 10 s; when the node freezes (a `plenary sfu` process SIGSTOPped:
+//!   nothing closes), within 16 s.
 
 mod common;
 #[path = "../crates/plenary-sfu/tests/common/mod.rs"]
 mod sfu_common;
 
+use common::cascade_node::{free_ports, Node};
 use common::sfu::{browser, leave_seen_by, poll, poll_every};
 use common::webdriver::{require_browser, Driver};
 use plenary_sfu::{serve, CascadeConfig, RunningSfu, SfuConfig};
@@ -611,10 +613,16 @@ enum Leave {
     Stop,
     /// `RunningSfu::drain`: the node sends bob `redirect` and stays up while he moves.
     Drain,
+    /// B is a `plenary sfu` process, SIGSTOPped: a machine gone off the network. Nothing
+    /// closes; the page notices its subscribe connection `disconnected` and moves.
+    Freeze,
 }
 
 /// Re-homes must complete (bob joined on A, media both ways, alice sees him) this fast.
 const REHOME: Duration = Duration::from_secs(10);
+/// After a freeze: Chromium's ICE takes some seconds to call the connection `disconnected`,
+/// and the page then waits 3 s more (a blip must not move it).
+const REHOME_FROZEN: Duration = Duration::from_secs(16);
 
 /// Alice on A and bob on B (each page from its own node) see and hear each other; then B
 /// goes away as `how` says, and bob's page re-homes to A by itself.
@@ -625,11 +633,35 @@ fn rehome_case(how: Leave) {
     let Some(redis) = Redis::start() else {
         return;
     };
-    let mut cluster = Cluster::start(&redis, &["a", "b"]);
-    let (a, b) = (cluster.base("a"), cluster.base("b"));
+    let within = if how == Leave::Freeze {
+        REHOME_FROZEN
+    } else {
+        REHOME
+    };
+    // Frozen, B must be a process of its own; otherwise both nodes run in this one.
+    let in_process: &[&str] = if how == Leave::Freeze {
+        &["a"]
+    } else {
+        &["a", "b"]
+    };
+    let mut cluster = Cluster::start(&redis, in_process);
+    let logs = tempfile::tempdir().expect("tempdir");
+    let mut b_process = (how == Leave::Freeze).then(|| {
+        let p = free_ports(3);
+        let secret = std::str::from_utf8(SECRET).expect("secret is text");
+        let mut n = Node::new("b", [p[0], p[1], p[2]], logs.path(), &redis.url(), secret);
+        cluster.rt.block_on(n.start());
+        n
+    });
+    let a = cluster.base("a");
+    let b = match &b_process {
+        Some(n) => n.url(),
+        None => cluster.base("b"),
+    };
     let room = match how {
         Leave::Stop => "cascade-rehome-stop",
         Leave::Drain => "cascade-rehome-drain",
+        Leave::Freeze => "cascade-rehome-freeze",
     };
     let driver = browser(&chromedriver);
     let page = |base: &str, name: &str| format!("{base}/?room={room}&name={name}&autojoin=1");
@@ -690,15 +722,16 @@ fn rehome_case(how: Leave) {
                 t0.elapsed().as_secs_f64()
             );
         }
+        Leave::Freeze => b_process.as_mut().expect("B runs as a process").freeze(),
     }
     let gone = t0.elapsed();
-    let deadline = t0 + REHOME;
+    let deadline = t0 + within;
 
     // Bob's page: joined again on A, alice's video and audio flowing.
     let watched =
         poll_until(&driver, REHOME_WATCHED, &json!([]), deadline).unwrap_or_else(|last| {
             panic!(
-                "{how:?}: bob's page did not re-home to A ({a}) with media within {REHOME:?} (a \
+                "{how:?}: bob's page did not re-home to A ({a}) with media within {within:?} (a \
              handler that started and never ended holds room.queue, so the new session's \
              messages wait behind it): {last:#}\nconsole: {:#?}",
                 driver.browser_log()
@@ -708,7 +741,7 @@ fn rehome_case(how: Leave) {
     let bob_media = poll_until(&driver, REHOMED_MEDIA, &json!([a, "alice", 0, 0]), deadline)
         .unwrap_or_else(|last| {
             panic!(
-                "{how:?}: bob on A does not see and hear alice within {REHOME:?}: {last:#}\n\
+                "{how:?}: bob on A does not see and hear alice within {within:?}: {last:#}\n\
                  console: {:#?}",
                 driver.browser_log()
             )
@@ -726,7 +759,7 @@ fn rehome_case(how: Leave) {
     )
     .unwrap_or_else(|last| {
         panic!(
-            "{how:?}: alice on A does not see bob's video again within {REHOME:?}: {last:#}\n\
+            "{how:?}: alice on A does not see bob's video again within {within:?}: {last:#}\n\
              console: {:#?}",
             driver.browser_log()
         )
@@ -742,7 +775,7 @@ fn rehome_case(how: Leave) {
         &driver,
         SEES_MOVED,
         &json!([new_bob, "bob", old_bob, frames + 10, audio]),
-        Instant::now() + REHOME,
+        Instant::now() + within,
     )
     .unwrap_or_else(|last| {
         panic!(
@@ -758,7 +791,7 @@ fn rehome_case(how: Leave) {
         &driver,
         REHOMED_MEDIA,
         &json!([a, "alice", frames + 10, audio]),
-        REHOME,
+        within,
     )
     .unwrap_or_else(|last| {
         panic!(
@@ -781,6 +814,7 @@ fn rehome_case(how: Leave) {
         match how {
             Leave::Stop => "shutdown",
             Leave::Drain => "drain",
+            Leave::Freeze => "SIGSTOP",
         },
         gone.as_secs_f64() * 1000.0,
         since("joinedAt"),
@@ -820,6 +854,11 @@ fn rehome_case(how: Leave) {
             !redirected && old_socket.iter().any(|l| l.contains("closed")),
             "Stop: bob's WebSocket to B did not just close: {old_socket:?}"
         ),
+        // A frozen node sends nothing: the page left on its own.
+        Leave::Freeze => assert!(
+            !redirected,
+            "Freeze: a frozen B sent a redirect: {old_socket:?}"
+        ),
     }
     drop(driver);
 }
@@ -834,4 +873,10 @@ fn chromium_room_participant_rehomes_when_its_node_stops() {
 fn chromium_room_participant_follows_a_redirect_when_its_node_drains() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     rehome_case(Leave::Drain);
+}
+
+#[test]
+fn chromium_room_participant_rehomes_when_its_node_freezes() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    rehome_case(Leave::Freeze);
 }

@@ -11,12 +11,11 @@ mod common;
 #[path = "../crates/plenary-sfu/tests/common/mod.rs"]
 mod sfu_common;
 
-use std::fs::OpenOptions;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::cascade_node::{free_ports, Node};
 use serde_json::Value;
 use sfu_common::redis::Redis;
 use sfu_common::{eventually, Client, PublishPlan};
@@ -37,134 +36,6 @@ const DIRECTORY_WITHIN: Duration = Duration::from_secs(10);
 const MAX_GAP: Duration = Duration::from_secs(1);
 /// How long after the kill that viewer is watched: past the 3 s link timeout and the sweep.
 const GAP_WINDOW: Duration = Duration::from_secs(6);
-
-/// One `plenary sfu` process with fixed ports; killed by its PID on Drop. Its stderr goes to
-/// a log file (appended across restarts) that is printed when the test fails.
-struct Node {
-    name: String,
-    http: SocketAddr,
-    media: SocketAddr,
-    cascade: SocketAddr,
-    child: Option<Child>,
-    log: PathBuf,
-    config: PathBuf,
-    directory: String,
-}
-
-impl Node {
-    fn new(name: &str, ports: [u16; 3], dir: &Path, directory: &str) -> Node {
-        let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-        let config = dir.join("sfu.toml");
-        std::fs::write(&config, "[media]\nworkers = 1\n").expect("write config");
-        Node {
-            name: name.to_owned(),
-            http: at(ports[0]),
-            media: at(ports[1]),
-            cascade: at(ports[2]),
-            child: None,
-            log: dir.join(format!("node-{name}.log")),
-            config,
-            directory: directory.to_owned(),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.http)
-    }
-
-    fn log_len(&self) -> usize {
-        std::fs::read_to_string(&self.log).map_or(0, |s| s.len())
-    }
-
-    /// Starts the process and waits (at most 15 s) for its "ready" line.
-    async fn start(&mut self) {
-        assert!(self.child.is_none(), "{} already running", self.name);
-        let from = self.log_len();
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("node log");
-        let child = Command::new(env!("CARGO_BIN_EXE_plenary"))
-            .arg("sfu")
-            .arg("--config")
-            .arg(&self.config)
-            .args(["--http", &self.http.to_string()])
-            .args(["--media", &self.media.to_string()])
-            .args(["--cascade", &self.cascade.to_string()])
-            .args(["--directory", &self.directory])
-            .args(["--cluster-secret", SECRET])
-            .args(["--node", &self.name])
-            .args(["--no-metrics", "--log-level", "info"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().expect("log fd")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn plenary sfu");
-        self.child = Some(child);
-        let t0 = Instant::now();
-        loop {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if text
-                .get(from..)
-                .is_some_and(|t| t.contains("plenary sfu ready"))
-            {
-                break;
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                self.child = None;
-                panic!(
-                    "node {} exited ({status}) while starting:\n{}",
-                    self.name,
-                    text.get(from..).unwrap_or_default()
-                );
-            }
-            assert!(
-                t0.elapsed() < 15 * SEC,
-                "node {} not ready within 15 s:\n{}",
-                self.name,
-                text.get(from..).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        eprintln!(
-            "node {} up in {:.2} s: http {} media {} cascade {}",
-            self.name,
-            t0.elapsed().as_secs_f64(),
-            self.http,
-            self.media,
-            self.cascade
-        );
-    }
-
-    /// SIGKILL, by PID; waits for the process to be reaped.
-    fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
-            // SAFETY: kill(2) on the PID of a child this test spawned and has not reaped.
-            let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
-            assert_eq!(rc, 0, "kill -9 {pid}");
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
-        if std::thread::panicking() {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(80)..];
-            eprintln!(
-                "---- node {} log (last {} lines) ----\n{}",
-                self.name,
-                tail.len(),
-                tail.join("\n")
-            );
-        }
-    }
-}
 
 /// `redis-cli -p PORT ARGS...` (bounded to 5 s); one output line per reply element.
 fn redis_cli(port: u16, args: &[&str]) -> Vec<String> {
@@ -270,16 +141,6 @@ fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
-fn free_ports(n: usize) -> Vec<u16> {
-    let lo = [IpAddr::V4(Ipv4Addr::LOCALHOST)];
-    let mut taken = Vec::new();
-    for _ in 0..n {
-        let p = common::free_port_except(&lo, &taken);
-        taken.push(p);
-    }
-    taken
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_loses_no_surviving_media_and_its_participants_rehome() {
     let Some(redis) = Redis::start() else { return };
@@ -291,7 +152,7 @@ async fn a_killed_node_loses_no_surviving_media_and_its_participants_rehome() {
     let mut nodes: Vec<Node> = ["a", "b", "c"]
         .iter()
         .zip(ports.chunks(3))
-        .map(|(name, p)| Node::new(name, [p[0], p[1], p[2]], dir.path(), &redis.url()))
+        .map(|(name, p)| Node::new(name, [p[0], p[1], p[2]], dir.path(), &redis.url(), SECRET))
         .collect();
     let run = scenario(&mut nodes, redis.port);
     match tokio::time::timeout(WHOLE_TEST, run).await {

@@ -3,6 +3,7 @@
 //! Drop. Each test binary uses a subset of this, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod cascade_node;
 pub mod media;
 pub mod sfu;
 pub mod stun_client;
