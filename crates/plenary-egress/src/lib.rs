@@ -3,6 +3,7 @@
 //! track) pushed over RTMP(S) and SRT, and written as HLS and MP4. See README.md and docs/decisions/0005-egress.md.
 
 pub mod args;
+mod avprobe;
 pub mod backoff;
 mod fanout;
 pub mod layout;
@@ -10,8 +11,10 @@ mod metrics_desc;
 mod mixer;
 mod output;
 mod pull;
+mod reports;
 pub mod run;
 pub mod source;
+mod start;
 pub mod status;
 pub mod target;
 pub mod timeline;

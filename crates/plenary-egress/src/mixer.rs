@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::avprobe;
 use crate::layout::{self, Layout, Rect, ScreenPresence};
+use crate::reports::ReportFilter;
 use crate::source::{Frame, VideoCodec, VideoRole};
 use crate::timeline::{SenderClock, Timeline};
 
@@ -51,6 +53,13 @@ const MAX_EARLY: Duration = Duration::from_millis(500);
 const AUDIO_TOLERANCE: Duration = Duration::from_millis(20);
 /// How long the audio mixer waits before following a drift larger than `AUDIO_TOLERANCE`.
 const AUDIO_DISCONT_WAIT: Duration = Duration::from_millis(200);
+/// The AAC encoder's delay: `avenc_aac` (libav's AAC encoder) starts with 1024 samples of
+/// priming and stamps each packet with the time of its first input sample, so every sound
+/// decodes 1024 samples (21.3 ms at 48 kHz) after its stamp. FLV and MPEG-TS have no way
+/// to say so and the MP4 output writes no edit list: the packets are stamped that much
+/// earlier instead (measured: the beep 21.3 ms later in the MP4 than out of the audio
+/// mixer, docs/decisions/0005-egress.md).
+const AAC_ENCODER_DELAY: Duration = Duration::from_nanos(1024 * 1_000_000_000 / 48_000);
 
 /// GStreamer elements the egress cannot run without, and the Debian package holding each.
 pub const REQUIRED: &[(&str, &str)] = &[
@@ -116,6 +125,9 @@ pub struct Mixer {
     /// Lip sync once sender reports are in (stream 0: the speaker's video, 1 + k: audio
     /// slot k). The screen share is stamped on its arrival (`Timeline`) and waits for none.
     sender_clock: SenderClock,
+    /// Sets aside sender reports made from a packet that reached the SFU late (same
+    /// stream numbers as `sender_clock`).
+    reports: ReportFilter,
     screen: ScreenPresence,
     /// Screen frames decoded when `tick` last looked.
     screen_seen: u64,
@@ -168,9 +180,16 @@ impl Mixer {
                 .downcast::<gst_app::AppSink>()
                 .map_err(|_| anyhow!("{n} is not an appsink"))
         };
+        for (n, stage) in [("vmix", "video mixed"), ("amix", "audio mixed")] {
+            if let Some(pad) = by_name(n)?.static_pad("src") {
+                avprobe::watch(&pad, stage);
+            }
+        }
+        let audio_out = appsink("aout")?;
+        stamp_sound_not_priming(&audio_out)?;
         Ok(Mixer {
             video_out: appsink("vout")?,
-            audio_out: appsink("aout")?,
+            audio_out,
             compositor: by_name("vmix")?,
             audiomixer: by_name("amix")?,
             pipeline,
@@ -178,6 +197,7 @@ impl Mixer {
             video: [None, None],
             audio: (0..audio_slots).map(|_| None).collect(),
             sender_clock: SenderClock::default(),
+            reports: ReportFilter::default(),
             screen: ScreenPresence::default(),
             screen_seen: 0,
             layout: Layout::Speaker,
@@ -221,7 +241,9 @@ impl Mixer {
                 v.synced = true;
                 let stamp = v.timeline.stamp(media_us, now);
                 // The screen share keeps its arrival stamps: it waits for no other stream.
-                let sender_us = sender_us.filter(|_| role == VideoRole::Speaker);
+                let sender_us = sender_us
+                    .filter(|_| role == VideoRole::Speaker)
+                    .and_then(|us| self.reports.sender_us(0, media_us, us));
                 let (pts, discont) = on_sender_clock(
                     &mut self.sender_clock,
                     0,
@@ -231,6 +253,10 @@ impl Mixer {
                     stamp,
                     &mut v.last,
                 );
+                // The compositor shows a picture from the output frame that contains its
+                // stamp, up to a frame early: half a frame later, it is the nearest one.
+                let half_frame = Duration::from_secs(1) / (2 * self.format.fps.max(1));
+                let pts = pts + half_frame;
                 push_buffer(&v.src, &data, pts, discont || keyframe, keyframe);
                 Ok(None)
             }
@@ -248,6 +274,8 @@ impl Mixer {
                 }
                 if let Some(a) = self.audio[slot].as_mut() {
                     let stamp = a.timeline.stamp(media_us, now);
+                    let sender_us =
+                        sender_us.and_then(|us| self.reports.sender_us(1 + slot, media_us, us));
                     let (pts, discont) = on_sender_clock(
                         &mut self.sender_clock,
                         1 + slot,
@@ -272,6 +300,7 @@ impl Mixer {
             self.drop_video(role);
         }
         self.sender_clock = SenderClock::default();
+        self.reports = ReportFilter::default();
     }
 
     /// Follows the screen share: shows it while its frames are decoded, hides it when they
@@ -360,6 +389,7 @@ impl Mixer {
             .static_pad("src")
             .ok_or_else(|| anyhow!("no src pad"))?;
         out.link(&pad)?;
+        avprobe::watch(&out, "video in");
         let decoded = Arc::new(AtomicU64::new(0));
         let counter = decoded.clone();
         out.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
@@ -422,10 +452,11 @@ impl Mixer {
             .audiomixer
             .request_pad_simple("sink_%u")
             .ok_or_else(|| anyhow!("audiomixer gave no sink pad"))?;
-        chain[3]
+        let apad = chain[3]
             .static_pad("src")
-            .ok_or_else(|| anyhow!("no src pad"))?
-            .link(&pad)?;
+            .ok_or_else(|| anyhow!("no src pad"))?;
+        avprobe::watch(&apad, "audio in");
+        apad.link(&pad)?;
         for e in &chain {
             e.sync_state_with_parent()?;
         }
@@ -449,6 +480,27 @@ impl Mixer {
     pub fn stop(&self) {
         let _ = self.pipeline.set_state(gst::State::Null);
     }
+}
+
+/// Moves the encoded audio's stamps back by the encoder's delay (`AAC_ENCODER_DELAY`), so
+/// they are those of the sound the packets decode to. The first packet (priming only) gets
+/// no stamp and is not sent.
+fn stamp_sound_not_priming(audio_out: &gst_app::AppSink) -> anyhow::Result<()> {
+    let pad = audio_out
+        .static_pad("sink")
+        .ok_or_else(|| anyhow!("the audio appsink has no sink pad"))?;
+    let delay = gst::ClockTime::from_nseconds(AAC_ENCODER_DELAY.as_nanos() as u64);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(buffer) = info.buffer_mut() {
+            let b = buffer.make_mut();
+            let pts = b.pts().and_then(|t| t.checked_sub(delay));
+            let dts = b.dts().and_then(|t| t.checked_sub(delay));
+            b.set_pts(pts);
+            b.set_dts(dts);
+        }
+        gst::PadProbeReturn::Ok
+    });
+    Ok(())
 }
 
 /// Shows a compositor pad's picture fitted into `rect`, or hides it (`None`).
