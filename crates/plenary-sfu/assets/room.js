@@ -29,6 +29,8 @@ const room = {
   base: '', // the node we are on
   rehomes: 0, // times we moved to another node (redirect, or our node died)
   lostTimer: null, // re-home when the subscribe connection stays disconnected
+  lastMessageAt: 0, // when the server last said anything (it says `alive` every second)
+  alive: false, // whether this server says `alive` (older ones do not)
 };
 window.room = room;
 
@@ -375,6 +377,11 @@ function onMessage(ws, data) {
     console.warn('not JSON from the server:', data);
     return;
   }
+  if (room.ws === ws) room.lastMessageAt = Date.now();
+  if (msg.type === 'alive') {
+    room.alive = true;
+    return;
+  }
   trace('<-', msg);
   const handler = handlers[msg.type];
   if (!handler) return;
@@ -430,7 +437,8 @@ function leave(message = 'Not in a room.', isError = false) {
   }
   for (const pc of [room.pub, room.sub]) if (pc) pc.close();
   if (room.stream) room.stream.getTracks().forEach((t) => t.stop());
-  Object.assign(room, { pub: null, sub: null, stream: null, camera: null, me: null, speaker: null });
+  Object.assign(room, { pub: null, sub: null, stream: null, camera: null, me: null, speaker: null,
+    alive: false, lastMessageAt: 0 });
   // A handler of the old session may never settle (a pending setParameters on a closed
   // connection): the next session must not queue behind it.
   room.queue = Promise.resolve();
@@ -457,6 +465,15 @@ function subscribeState(pc) {
     room.lostTimer = setTimeout(() => lost('our node stopped answering for 3 s'), 3000);
   }
 }
+
+// A node that said `alive` every second and has been silent for 3.5 s is gone, even though
+// its socket never closed (frozen, off the network): move on as if it had closed.
+setInterval(() => {
+  if (room.state !== 'joined' || !room.alive || Date.now() - room.lastMessageAt < 3500) return;
+  const next = room.nodes.find((n) => n !== room.base);
+  if (next) rehome(next, 'our node went silent');
+  else leave('The server stopped answering.', true);
+}, 500);
 
 // Rejoins the same room on another node (same name and token).
 function rehome(base, why) {

@@ -124,6 +124,10 @@ pub enum ServerMsg {
     Nodes {
         nodes: Vec<String>,
     },
+    /// Sent every second while joined: a client that hears nothing for a few seconds knows
+    /// its node is gone even when no FIN or RST comes (a frozen process, a machine off the
+    /// network). A text message, not a WebSocket ping, because browsers hide pings from JS.
+    Alive {},
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

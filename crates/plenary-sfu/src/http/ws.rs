@@ -30,10 +30,8 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// room of 500 hold 64 MiB of mostly idle buffers); room API messages are small, and a
 /// larger one (an SDP) is read in several chunks.
 const READ_BUFFER: usize = 4 * 1024;
-/// A WebSocket ping this often while joined: a client that hears nothing (not even a ping)
-/// for a few of these knows its node is gone even when no FIN or RST ever comes (a frozen
-/// process, a machine off the network), and re-homes. Browsers answer pings themselves.
-const PING_EVERY: Duration = Duration::from_secs(1);
+/// `alive` this often while joined (see `ServerMsg::Alive`).
+const ALIVE_EVERY: Duration = Duration::from_secs(1);
 
 pub(crate) const ROOM_API_ERRORS_COUNTER: &str = "plenary_sfu_room_api_errors_total";
 
@@ -217,12 +215,12 @@ async fn session<S>(
     let Some(cmds) = shared.router.by_id(participant) else {
         return;
     };
-    let mut ping = tokio::time::interval(PING_EVERY);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut alive = tokio::time::interval(ALIVE_EVERY);
+    alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = ping.tick() => {
-                if ws.send(Message::Ping(Bytes::new())).await.is_err() {
+            _ = alive.tick() => {
+                if !send(&mut ws, &ServerMsg::Alive {}).await {
                     break;
                 }
             }

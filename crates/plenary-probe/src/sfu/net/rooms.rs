@@ -20,7 +20,7 @@ use str0m::media::Mid;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
-/// Silence after which a node that pings is taken for gone: three missed pings and a half.
+/// Silence after which a node that says `alive` is taken for gone: three and a half missed.
 const NODE_SILENT: Duration = Duration::from_millis(3500);
 
 /// Names the probe gives its participants, so announcements map back to plan indices.
@@ -301,8 +301,8 @@ impl Session {
 
     async fn serve(&mut self, ws: Ws, mut ctl: mpsc::UnboundedReceiver<Ctl>) -> End {
         let (mut tx, mut rx) = ws.split();
-        // A node that pings (every second) and then falls silent is gone even if its TCP
-        // connection never closes (frozen, or off the network).
+        // A node that says `alive` (every second) and then falls silent is gone even if its
+        // TCP connection never closes (frozen, or off the network).
         let mut pings = false;
         let mut heard = tokio::time::Instant::now();
         loop {
@@ -328,9 +328,12 @@ impl Session {
                 m = rx.next() => {
                     let Some(Ok(m)) = m else { return End::Closed };
                     heard = tokio::time::Instant::now();
-                    pings |= matches!(m, Message::Ping(_));
                     let Message::Text(text) = m else { continue };
                     let Ok(msg) = serde_json::from_str::<ServerMsg>(text.as_str()) else { continue };
+                    if matches!(msg, ServerMsg::Alive {}) {
+                        pings = true;
+                        continue;
+                    }
                     let out = self.on_message(msg).await;
                     // The server closes after a redirect; do not wait for it.
                     let redirect = self.redirect.lock().unwrap_or_else(|e| e.into_inner()).clone();
