@@ -116,7 +116,7 @@ if cmd == "start":
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
             "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1",
             "--disable-features=AutofillServerCommunication,MediaRouter,OptimizationHints,WebRtcHideLocalIpsWithMdns",
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream=fps=30",
             "--autoplay-policy=no-user-gesture-required", "--disable-background-timer-throttling",
             "--disable-backgrounding-occluded-windows", "--disable-renderer-backgrounding",
             "--allow-loopback-in-peer-connection", f"--user-data-dir={out}/chromium-profile"]
