@@ -22,6 +22,8 @@
 //!
 //! Environment: `SFU_FORWARD_N=1,100` runs a subset; `SFU_FORWARD_BWE=off` runs with
 //! `bandwidth_estimation: false` (no TWCC estimate, no pacer; group `sfu_forward_nobwe`);
+//! `SFU_FORWARD_EGRESS=fast` runs the subscribers on the fast egress path (`[media] egress =
+//! "fast"`: own SRTP, RTX, sender reports and estimate, `sendmmsg`; group suffix `_fast`);
 //! `SFU_FORWARD_IDLE_SECS` lengthens the idle measurement (e.g. to profile it).
 
 use std::io::{ErrorKind, Read, Write};
@@ -35,7 +37,7 @@ use std::time::{Duration, Instant};
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use plenary_sfu::{serve, RunningSfu, SfuConfig};
+use plenary_sfu::{serve, EgressPath, RunningSfu, SfuConfig};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
@@ -610,7 +612,13 @@ struct Harness {
 }
 
 impl Harness {
-    fn start(rt: &tokio::runtime::Runtime, n: u64, two_cpus: bool, bwe: bool) -> Harness {
+    fn start(
+        rt: &tokio::runtime::Runtime,
+        n: u64,
+        two_cpus: bool,
+        bwe: bool,
+        egress_path: EgressPath,
+    ) -> Harness {
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let sfu = rt
             .block_on(serve(SfuConfig {
@@ -620,6 +628,7 @@ impl Harness {
                 pin_cpus: two_cpus.then(|| vec![0]),
                 workers: 1,
                 bandwidth_estimation: bwe,
+                egress_path,
                 ..SfuConfig::default()
             }))
             .expect("sfu starts");
@@ -863,6 +872,14 @@ impl Harness {
             mrate = fwd as f64 / marginal,
             mus = marginal * 1e6 / fwd.max(1) as f64,
         );
+        if let Some(sfu) = self.sfu.as_ref() {
+            eprintln!(
+                "N={n}: viewers on the fast egress path: {fast}; its RTX packets: {rtx}",
+                n = self.n,
+                fast = sfu.fast_egress_subscribers(),
+                rtx = sfu.fast_egress_rtx(),
+            );
+        }
         self.publ.stop.store(true, Ordering::SeqCst);
         if let Some(sfu) = self.sfu.take() {
             rt.block_on(sfu.shutdown());
@@ -891,11 +908,18 @@ fn sfu_forward(c: &mut Criterion) {
         .unwrap();
     // SFU_FORWARD_BWE=off: subscriber connections without bandwidth estimation and pacer.
     let bwe = std::env::var("SFU_FORWARD_BWE").map_or(true, |v| v != "off");
-    let mut group = c.benchmark_group(if bwe {
-        "sfu_forward"
+    // SFU_FORWARD_EGRESS=fast: forwarded RTP through the fast egress path.
+    let fast = std::env::var("SFU_FORWARD_EGRESS").is_ok_and(|v| v == "fast");
+    let egress_path = if fast {
+        EgressPath::Fast
     } else {
-        "sfu_forward_nobwe"
-    });
+        EgressPath::Str0m
+    };
+    let mut group = c.benchmark_group(format!(
+        "sfu_forward{}{}",
+        if bwe { "" } else { "_nobwe" },
+        if fast { "_fast" } else { "" }
+    ));
     group.sample_size(10).sampling_mode(SamplingMode::Flat);
     // SFU_FORWARD_N=1,100 runs a subset (a criterion filter would still set every N up).
     let only: Option<Vec<u64>> = std::env::var("SFU_FORWARD_N")
@@ -905,7 +929,7 @@ fn sfu_forward(c: &mut Criterion) {
         if only.as_ref().is_some_and(|o| !o.contains(&n)) {
             continue;
         }
-        let mut h = Harness::start(&rt, n, two_cpus, bwe);
+        let mut h = Harness::start(&rt, n, two_cpus, bwe, egress_path);
         // Criterion's budgets are in SFU CPU time; size them from wall-time budgets.
         let busy = h.calibrate(CALIBRATE);
         let cpu = |wall: Duration| wall.mul_f64(busy).max(Duration::from_millis(10));

@@ -10,6 +10,7 @@ mod common;
 
 use common::sfu::{browser, leave_seen_by, poll, Sfu};
 use common::webdriver::require_browser;
+use plenary_sfu::EgressPath;
 use serde_json::json;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -169,12 +170,12 @@ const page = window.whip || window.whep;
 stop().then(() => done(page.lastDelete), (e) => done(String(e)));
 "#;
 
-fn whip_to_whep(room: &str, simulcast: bool) {
+fn whip_to_whep(room: &str, simulcast: bool, egress: EgressPath) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(chromedriver) = require_browser() else {
         return;
     };
-    let sfu = Sfu::start();
+    let sfu = Sfu::start_with(|c| c.egress_path = egress);
     let site = StaticSite::start(assets_dir());
     let driver = browser(&chromedriver);
     let query = format!("sfu={}&room={room}", sfu.base());
@@ -215,6 +216,13 @@ fn whip_to_whep(room: &str, simulcast: bool) {
         panic!("decoded frames stopped increasing after {frames}: {last:#}")
     });
     eprintln!("viewer: video {} audio {}", later["video"], later["audio"]);
+    if egress.with_env_override() == EgressPath::Fast {
+        assert_eq!(
+            sfu.fast_egress_subscribers(),
+            1,
+            "the viewer's media went through the fast egress path"
+        );
+    }
 
     // Stopping DELETEs the Location the SFU returned, across origins.
     assert_eq!(
@@ -232,12 +240,19 @@ fn whip_to_whep(room: &str, simulcast: bool) {
 
 #[test]
 fn chromium_whip_to_whep_across_origins() {
-    whip_to_whep("chromium-plain", false);
+    whip_to_whep("chromium-plain", false, EgressPath::Str0m);
+}
+
+/// The WHEP playback through the fast egress path (`[media] egress = "fast"`): Chromium
+/// must accept our headers, SRTP, sender reports and RTX.
+#[test]
+fn chromium_whip_to_whep_fast_egress() {
+    whip_to_whep("chromium-fast", false, EgressPath::Fast);
 }
 
 #[test]
 fn chromium_whip_simulcast_to_whep() {
-    whip_to_whep("chromium-simulcast", true);
+    whip_to_whep("chromium-simulcast", true, EgressPath::Str0m);
 }
 
 /// index.html: `ok` once joined, `arguments[0]` is among the participants and more than

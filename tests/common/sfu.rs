@@ -42,6 +42,14 @@ impl Sfu {
         format!("http://{}", self.sfu.as_ref().expect("running").http_addr())
     }
 
+    /// Subscribers that went onto the fast egress path.
+    pub fn fast_egress_subscribers(&self) -> u64 {
+        self.sfu
+            .as_ref()
+            .expect("running")
+            .fast_egress_subscribers()
+    }
+
     /// The shared UDP media port.
     pub fn media_addr(&self) -> SocketAddr {
         self.sfu.as_ref().expect("running").media_addr()

@@ -75,6 +75,7 @@ struct MediaDoc {
     max_peers: Option<usize>,
     bandwidth_estimation: Option<bool>,
     initial_estimate_kbps: Option<u64>,
+    egress: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -187,6 +188,15 @@ pub fn parse_toml(text: &str, file: &str) -> Result<(SfuConfig, OpsConfig), Conf
             ));
         }
         c.initial_estimate_kbps = v;
+    }
+    if let Some(v) = &doc.media.egress {
+        c.egress_path = crate::EgressPath::parse(v).ok_or_else(|| {
+            err(
+                "media.egress",
+                format!("egress = {v:?} is not a known egress path"),
+                "use \"str0m\" (the default) or \"fast\"",
+            )
+        })?;
     }
     if let Some(v) = doc.media.max_peers {
         if v == 0 {
@@ -455,6 +465,15 @@ mod tests {
             e.to_string().starts_with("x.toml:3: listen = \"nope\""),
             "{e}"
         );
+        let e = parse_toml("[media]\nworkers = 1\negress = \"quick\"\n", "e.toml").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.to_string().contains("\"fast\""), "{e}");
+        let (c, _) = parse_toml("[media]\negress = \"fast\"\n", "e.toml").unwrap();
+        assert_eq!(c.egress_path, crate::EgressPath::Fast);
+        // The documented example parses, with str0m's path as its default.
+        let example = include_str!("../../../configs/sfu.toml");
+        let (c, _) = parse_toml(example, "configs/sfu.toml").unwrap();
+        assert_eq!(c.egress_path, crate::EgressPath::Str0m);
         let e = parse_toml("[rooms]\nlast-m = 3\n", "y.toml").unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");
         assert!(e.to_string().contains("unknown field"), "{e}");

@@ -72,6 +72,10 @@ pub struct SfuConfig {
     /// Where each subscriber's estimate starts, kbit/s. str0m paces at 1.1x the estimate, so
     /// a start below what a subscriber receives queues its video until the estimate grows.
     pub initial_estimate_kbps: u64,
+    /// How forwarded RTP leaves: through str0m (`write_rtp`, its pacer and SRTP), or the
+    /// fast path (own headers, SRTP, RTX, sender reports and estimate; `sendmmsg`).
+    /// `PLENARY_SFU_EGRESS=fast|str0m` in the environment overrides it at start.
+    pub egress_path: EgressPath,
     /// Members a room holds on one worker before joins also go to other workers, with its
     /// tracks piped between them (0: a room stays on one worker).
     pub room_spill: usize,
@@ -108,11 +112,41 @@ impl Default for SfuConfig {
             max_peers: 4096,
             bandwidth_estimation: true,
             initial_estimate_kbps: 3000,
+            egress_path: EgressPath::Str0m,
             room_spill: 150,
             cascade: None,
             admin_token: None,
             egress: EgressConfig::default(),
         }
+    }
+}
+
+/// How the SFU sends forwarded RTP to subscribers (`[media] egress`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EgressPath {
+    /// str0m's `write_rtp` and `poll_output` per packet (the default).
+    #[default]
+    Str0m,
+    /// Plenary's own egress: SRTP with the keys captured from str0m's DTLS, batched sends.
+    Fast,
+}
+
+impl EgressPath {
+    /// `"str0m"` or `"fast"`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "str0m" => Some(Self::Str0m),
+            "fast" => Some(Self::Fast),
+            _ => None,
+        }
+    }
+
+    /// The config value, overridden by `PLENARY_SFU_EGRESS` when that is set and valid.
+    pub fn with_env_override(self) -> Self {
+        std::env::var("PLENARY_SFU_EGRESS")
+            .ok()
+            .and_then(|v| Self::parse(v.trim()))
+            .unwrap_or(self)
     }
 }
 
@@ -136,6 +170,9 @@ pub(crate) struct Shared {
     pub(crate) router: workers::Router,
     /// Datagrams one worker passed to another (pre-connection ICE only, normally).
     pub(crate) handoffs: std::sync::atomic::AtomicU64,
+    /// Subscribers that went onto the fast egress path, and RTX packets it sent.
+    pub(crate) fast_subscribers: std::sync::atomic::AtomicU64,
+    pub(crate) fast_rtx: std::sync::atomic::AtomicU64,
     /// Peer address → owning worker, for datagrams (DTLS right after ICE) that reach another
     /// worker before the owner's connected socket exists. Read only on that unknown-source
     /// path, written when a worker learns or forgets an address.
@@ -181,6 +218,16 @@ impl RunningSfu {
     /// Datagrams handed from the worker whose socket got them to the worker owning the peer.
     pub fn handoffs(&self) -> u64 {
         self.shared.handoffs.load(Ordering::Relaxed)
+    }
+
+    /// Subscribers whose forwarded RTP took the fast egress path (since start).
+    pub fn fast_egress_subscribers(&self) -> u64 {
+        self.shared.fast_subscribers.load(Ordering::Relaxed)
+    }
+
+    /// RTX packets the fast egress path sent in answer to NACKs (since start).
+    pub fn fast_egress_rtx(&self) -> u64 {
+        self.shared.fast_rtx.load(Ordering::Relaxed)
     }
 
     /// Media worker threads running.
@@ -327,6 +374,8 @@ pub async fn serve(config: SfuConfig) -> anyhow::Result<RunningSfu> {
         config: config.clone(),
         router: workers::Router::new(senders, config.room_spill),
         handoffs: std::sync::atomic::AtomicU64::new(0),
+        fast_subscribers: std::sync::atomic::AtomicU64::new(0),
+        fast_rtx: std::sync::atomic::AtomicU64::new(0),
         claims: std::sync::Mutex::new(std::collections::HashMap::new()),
         cascade,
         egress,

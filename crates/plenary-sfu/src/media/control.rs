@@ -13,6 +13,10 @@ use super::peer::{Peer, PeerKind};
 use super::slot::{Slot, SlotRole};
 use super::MediaLoop;
 use crate::signal::{ParticipantInfo, ServerMsg, TrackSource};
+
+/// str0m's sender-report interval on fast-path subscribers: never within a process's life
+/// (str0m's clock starts an hour before its first use; the fast path sends the reports).
+const NO_STR0M_REPORTS: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 24 * 3600);
 use crate::{Cmd, RoomCmd};
 
 type HttpErr = (StatusCode, String);
@@ -159,9 +163,23 @@ impl MediaLoop {
         Ok(())
     }
 
-    pub(super) fn new_rtc(&self, subscriber: bool) -> Result<Rtc, HttpErr> {
+    /// A new `Rtc`, and for a subscriber on the fast egress path, the slot its SRTP keys
+    /// arrive in at `Event::Connected`.
+    pub(super) fn new_rtc(
+        &self,
+        subscriber: bool,
+    ) -> Result<(Rtc, Option<plenary_srtp::KeySlot>), HttpErr> {
+        let fast = subscriber && self.egress_path == crate::EgressPath::Fast;
         let mut cfg = RtcConfig::new().set_ice_lite(true).set_rtp_mode(true);
-        if subscriber && self.config.bandwidth_estimation {
+        if fast {
+            // The fast path sends the sender reports and runs the estimate; str0m's
+            // estimator would probe with padding on our SSRCs, and its SRs would carry no
+            // packets and RTP time 0. Its stats (NACK and PLI counts) stay.
+            cfg = cfg
+                .set_rtcp_report_interval_audio(NO_STR0M_REPORTS)
+                .set_rtcp_report_interval_video(NO_STR0M_REPORTS)
+                .set_stats_interval(Some(std::time::Duration::from_secs(1)));
+        } else if subscriber && self.config.bandwidth_estimation {
             cfg = cfg
                 .enable_bwe(Some(str0m::bwe::Bitrate::kbps(
                     self.config.initial_estimate_kbps,
@@ -175,11 +193,22 @@ impl MediaLoop {
             crate::workers::ufrag_prefix(self.worker),
             creds.ufrag
         );
-        let mut rtc = cfg.set_local_ice_credentials(creds).build(Instant::now());
+        let cfg = cfg.set_local_ice_credentials(creds);
+        let (mut rtc, keys) = if fast {
+            let (rtc, keys) = plenary_srtp::build_rtc(cfg, Instant::now()).map_err(|e| {
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("srtp key capture: {e}"),
+                )
+            })?;
+            (rtc, Some(keys))
+        } else {
+            (cfg.build(Instant::now()), None)
+        };
         let cand = Candidate::host(self.advertised, "udp")
             .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("candidate: {e}")))?;
         rtc.add_local_candidate(cand);
-        Ok(rtc)
+        Ok((rtc, keys))
     }
 
     pub(super) fn room_mut(&mut self, room: &str) -> &mut Room {
@@ -199,7 +228,7 @@ impl MediaLoop {
         admission: crate::admission::Admission,
     ) -> Result<(u64, String), HttpErr> {
         self.admit()?;
-        let mut rtc = self.new_rtc(kind == PeerKind::Whep)?;
+        let (mut rtc, keys) = self.new_rtc(kind == PeerKind::Whep)?;
         let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| {
             (
                 StatusCode::BAD_REQUEST,
@@ -230,6 +259,7 @@ impl MediaLoop {
         let mut peer = Peer::new(id, kind, rtc, Instant::now());
         peer.opts = opts;
         peer.admission = Some(admission);
+        peer.keys = keys;
         self.peers.insert(peer_id, peer);
         self.drain_peer(peer_id);
         tracing::info!(id, %room, ?kind, ?opts, "session joined");
@@ -331,9 +361,10 @@ impl MediaLoop {
         self.pipe_participant_up(id);
         self.person_joined(id);
         // The subscribe connection starts with the audio slots, offered by us.
-        let rtc = self.new_rtc(true).map_err(|(_, m)| m)?;
+        let (rtc, keys) = self.new_rtc(true).map_err(|(_, m)| m)?;
         let peer_id = self.new_id();
         let mut peer = Peer::new(id, PeerKind::Subscribe, rtc, Instant::now());
+        peer.keys = keys;
         peer.admission = Some(admission);
         self.peers.insert(peer_id, peer);
         if let Some(p) = self.participants.get_mut(&id) {

@@ -1,10 +1,13 @@
 //! The per-packet path: publisher RTP → every slot its track feeds, rewritten per slot.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
 
+use super::egress::Media;
+use super::fast::Route;
 use super::model::{Layer, Packet};
 use super::peer::Peer;
 use super::MediaLoop;
@@ -118,6 +121,13 @@ impl MediaLoop {
             ext.audio_level = p.audio_level;
             ext.voice_activity = p.voice_activity;
         }
+        let start_bps = self
+            .config
+            .bandwidth_estimation
+            .then_some(self.config.initial_estimate_kbps * 1000);
+        let audio_level = p
+            .audio_level
+            .map(|l| (l.unsigned_abs().min(127), p.voice_activity.unwrap_or(false)));
         for r in &fan {
             let Some(sub) = self.peers.get_mut(&r.peer) else {
                 continue;
@@ -146,18 +156,75 @@ impl MediaLoop {
                         self.stats.dropped_no_codec += 1;
                         continue;
                     };
+                    let rtx_pt = super::fast::rtx_pt_of(sub, b);
                     if let Some(slot) = sub.slots.get_mut(r.slot) {
                         slot.pt_map = Some((in_pt, b));
+                        slot.rtx_pt = rtx_pt;
                     }
                     b
                 }
             };
+            // Nothing may go through str0m on a fast-path subscriber's streams; until its
+            // address is known the packet is skipped before the switcher sees it.
+            let was_fast = sub.fast.is_some();
+            let route = super::fast::route(sub, start_bps, now);
+            match route {
+                Route::Wait => continue,
+                Route::Fast(_) if !was_fast => {
+                    self.shared.fast_subscribers.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
             let Some(slot) = sub.slots.get_mut(r.slot) else {
                 continue;
             };
             let Verdict::Forward { seq, ts, .. } = slot.switcher.on_packet(now, &incoming) else {
                 continue;
             };
+            if let Route::Fast(dest) = route {
+                let rtx_pt = slot.rtx_pt.map(|p| *p);
+                let Some(stream) = super::fast::stream_of(sub, r.slot, out_pt) else {
+                    continue;
+                };
+                let Some(eg) = sub.fast.as_mut() else {
+                    continue;
+                };
+                if self.batch.is_full() {
+                    super::fast::flush(&mut self.batch, &self.sock, &mut self.stats);
+                }
+                let Some(buf) = self.batch.next_buf() else {
+                    continue;
+                };
+                let m = Media {
+                    stream,
+                    pt: *out_pt,
+                    rtx_pt,
+                    seq: seq as u16,
+                    ts,
+                    marker: p.marker,
+                    payload: &p.payload,
+                    audio_level: if kind == MediaKind::Audio {
+                        audio_level
+                    } else {
+                        None
+                    },
+                };
+                match eg.forward(buf, &m, now) {
+                    Ok(Some(n)) => {
+                        self.batch.commit(n, Some(dest));
+                    }
+                    Ok(None) if !eg.listed => {
+                        // Queued by the pacer: the worker sends it from `fast_paced`.
+                        eg.listed = true;
+                        self.paced.push(r.peer);
+                    }
+                    Ok(None) => {}
+                    Err(_) => self.stats.egress_errors += 1,
+                }
+                self.stats.forwarded_packets += 1;
+                self.stats.forwarded_bytes += p.payload.len() as u64;
+                continue;
+            }
             let mut api = sub.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(mid, None) else {
                 continue;
@@ -180,6 +247,8 @@ impl MediaLoop {
                 }
             }
         }
+        // The fast path's packets of this fan-out: one sendmmsg.
+        self.flush_egress();
         self.fan = fan;
         self.sub_events = evs;
     }

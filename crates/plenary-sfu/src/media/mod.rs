@@ -16,6 +16,8 @@ use str0m::Input;
 use crate::{Cmd, SfuConfig, Shared, CONNECT_TIMEOUT, MAX_WAIT};
 
 mod control;
+pub(crate) mod egress;
+mod fast;
 mod forward;
 pub(crate) mod io;
 mod listing;
@@ -60,6 +62,12 @@ pub(crate) struct MediaLoop {
     /// Cascade links, by slot (pseudo worker `LINK_BASE + slot`).
     links: Vec<Option<pipe::LinkTx>>,
     config: SfuConfig,
+    /// The config's egress path after the `PLENARY_SFU_EGRESS` override.
+    egress_path: crate::EgressPath,
+    /// Fast egress path: forwarded RTP, RTX and sender reports, flushed per fan-out.
+    batch: plenary_srtp::batch::SendBatch,
+    /// Fast-path subscribers with paced video waiting.
+    paced: Vec<u64>,
     shared: std::sync::Arc<Shared>,
     peers: FxHashMap<u64, Peer>,
     participants: FxHashMap<u64, Participant>,
@@ -105,6 +113,9 @@ impl MediaLoop {
             advertised,
             cmds,
             links: vec![None; crate::workers::MAX_LINKS],
+            egress_path: config.egress_path.with_env_override(),
+            batch: plenary_srtp::batch::SendBatch::new(fast::BATCH, fast::MAX_DATAGRAM),
+            paced: Vec::new(),
             config,
             shared,
             peers: FxHashMap::default(),
@@ -144,6 +155,8 @@ impl MediaLoop {
             self.connect_pending(&mut io);
             let now = Instant::now();
             self.timers(now);
+            self.fast_reports(now);
+            self.fast_paced(now);
             self.flush_people(now);
             if now >= self.next_policy {
                 self.policy(now);
@@ -168,6 +181,12 @@ impl MediaLoop {
                 .unwrap_or(self.next_policy)
                 .min(self.next_policy)
                 .min(self.people_due.unwrap_or(self.next_policy));
+            // Paced video waiting: come back within a millisecond.
+            let next = if self.paced.is_empty() {
+                next
+            } else {
+                next.min(now + Duration::from_millis(1))
+            };
             let wait = next
                 .saturating_duration_since(now)
                 .clamp(Duration::from_micros(200), MAX_WAIT);
@@ -283,6 +302,14 @@ impl MediaLoop {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
+        let fast_rtcp = p.fast.is_some() && plenary_srtp::rtp::is_rtcp(data);
+        if fast_rtcp {
+            // A copy: str0m still gets the original, for PLI/FIR.
+            self.fast_rtcp(id, data);
+        }
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
         let handshaking = !p.connected && crate::dtls_trace::is_dtls(data);
         if handshaking {
             p.dtls_rx += 1;
@@ -300,6 +327,9 @@ impl MediaLoop {
         let mut dead = std::mem::take(&mut self.dead);
         dead.clear();
         self.after_input(id, now, &mut dead);
+        if fast_rtcp {
+            self.fast_after_rtcp(id, now);
+        }
         for id in &dead {
             self.peer_died(*id);
         }
@@ -330,7 +360,8 @@ impl MediaLoop {
                 }
                 PeerEvent::Estimate(bps) => {
                     metrics::histogram!("plenary_sfu_subscriber_estimate_bps").record(bps as f64);
-                    if let Some(p) = self.peers.get_mut(&id) {
+                    // A fast-path subscriber's estimate is its own (`fast_after_rtcp`).
+                    if let Some(p) = self.peers.get_mut(&id).filter(|p| p.fast.is_none()) {
                         p.estimate_bps = Some(bps);
                     }
                 }

@@ -67,6 +67,10 @@ pub(crate) struct Peer {
     pub opts: crate::SessionOpts,
     /// Its place in its source's count of connecting sessions, given back on connect.
     pub admission: Option<crate::admission::Admission>,
+    /// Fast egress path: where the SRTP keys arrive; `None` keeps str0m's path.
+    pub keys: Option<plenary_srtp::KeySlot>,
+    /// Fast egress path, once connected with keys (see `fast`).
+    pub fast: Option<Box<super::egress::Egress>>,
 }
 
 /// What a drain saw, copied out so the worker can act on other peers.
@@ -104,6 +108,8 @@ impl Peer {
             queued: Vec::new(),
             opts: crate::SessionOpts::default(),
             admission: None,
+            keys: None,
+            fast: None,
         }
     }
 

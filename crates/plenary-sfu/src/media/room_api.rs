@@ -111,7 +111,7 @@ impl MediaLoop {
                     return self.error_to(id, m);
                 }
                 let rtc = match self.new_rtc(false) {
-                    Ok(r) => r,
+                    Ok((r, _)) => r,
                     Err((_, m)) => return self.error_to(id, m),
                 };
                 let pid = self.new_id();

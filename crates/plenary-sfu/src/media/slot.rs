@@ -38,6 +38,10 @@ pub(crate) struct Slot {
     pub paused: bool,
     /// Cached publisher PT → our PT (both sides negotiate per connection).
     pub pt_map: Option<(Pt, Pt)>,
+    /// The RTX PT paired with our PT in `pt_map` (fast egress path).
+    pub rtx_pt: Option<Pt>,
+    /// This m-line's stream in the peer's fast egress, once known.
+    pub egress_stream: Option<usize>,
     /// str0m's cumulative NACK and PLI/FIR counts at the last stats event (for deltas).
     pub nacks_seen: u64,
     pub plis_seen: u64,
@@ -59,6 +63,8 @@ impl Slot {
             demand: None,
             paused: false,
             pt_map: None,
+            rtx_pt: None,
+            egress_stream: None,
             nacks_seen: 0,
             plis_seen: 0,
         }

@@ -20,6 +20,14 @@ pub(crate) struct Stats {
     pub dropped_pipe: u64,
     /// Another source's datagrams read on a peer's connected socket (routed by source).
     pub strays: u64,
+    /// Fast egress path: resends sent, sender reports sent, `sendmmsg` calls, datagrams
+    /// the kernel refused, subscriber RTCP that failed SRTCP or parsing, packets not written.
+    pub rtx_packets: u64,
+    pub sender_reports: u64,
+    pub egress_sendmmsg: u64,
+    pub egress_dropped: u64,
+    pub egress_rtcp_errors: u64,
+    pub egress_errors: u64,
 }
 
 impl Stats {
@@ -38,6 +46,12 @@ impl Stats {
         counter!("plenary_sfu_nacks_received_total").increment(s.nacks_received);
         counter!("plenary_sfu_subscriber_keyframe_requests_total").increment(s.plis_received);
         counter!("plenary_sfu_stray_datagrams_total").increment(s.strays);
+        counter!("plenary_sfu_rtx_packets_total").increment(s.rtx_packets);
+        counter!("plenary_sfu_sender_reports_total").increment(s.sender_reports);
+        counter!("plenary_sfu_egress_sendmmsg_total").increment(s.egress_sendmmsg);
+        counter!("plenary_sfu_egress_send_dropped_total").increment(s.egress_dropped);
+        counter!("plenary_sfu_egress_rtcp_errors_total").increment(s.egress_rtcp_errors);
+        counter!("plenary_sfu_egress_write_errors_total").increment(s.egress_errors);
         for (reason, n) in [
             ("malformed", s.dropped_malformed),
             ("unknown_source", s.dropped_unknown),
