@@ -303,11 +303,11 @@ impl Session {
         let (mut tx, mut rx) = ws.split();
         // A node that says `alive` (every second) and then falls silent is gone even if its
         // TCP connection never closes (frozen, or off the network).
-        let mut pings = false;
+        let mut says_alive = false;
         let mut heard = tokio::time::Instant::now();
         loop {
             tokio::select! {
-                _ = tokio::time::sleep_until(heard + NODE_SILENT), if pings => return End::Closed,
+                _ = tokio::time::sleep_until(heard + NODE_SILENT), if says_alive => return End::Closed,
                 c = ctl.recv() => match c {
                     Some(Ctl::Send(m)) => {
                         let leave = matches!(m, ClientMsg::Leave);
@@ -331,7 +331,7 @@ impl Session {
                     let Message::Text(text) = m else { continue };
                     let Ok(msg) = serde_json::from_str::<ServerMsg>(text.as_str()) else { continue };
                     if matches!(msg, ServerMsg::Alive {}) {
-                        pings = true;
+                        says_alive = true;
                         continue;
                     }
                     let out = self.on_message(msg).await;
