@@ -14,13 +14,14 @@ mod redis;
 #[path = "common/whip_publisher.rs"]
 mod whip_publisher;
 
+use common::cascade_node::Node;
 use common::media::{luma_track, probe};
 use common::{free_port_except, plenary_bin, require_peer, Guard};
 use redis::Redis;
 use std::fs::File;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use whip_publisher::{Look, Publisher};
 
@@ -29,101 +30,6 @@ const SECRET: &str = "cluster-secret-for-the-egress-test-0123";
 /// From b going to the camera back in the broadcast: 3 s of silence to notice, 0.5 s of
 /// backoff, the WHEP POST, ICE and DTLS with a, and a keyframe (about 5 s when measured).
 const BACK_WITHIN: f64 = 10.0;
-
-/// One `plenary sfu` process, killed by its PID on Drop; its log is printed if the test
-/// fails.
-struct Node {
-    name: &'static str,
-    http: SocketAddr,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Node {
-    fn start(name: &'static str, ports: &[u16], dir: &Path, directory: &str) -> Node {
-        let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-        let config = dir.join(format!("sfu-{name}.toml"));
-        std::fs::write(&config, "[media]\nworkers = 1\n").expect("write config");
-        let log = dir.join(format!("node-{name}.log"));
-        let out = File::create(&log).expect("node log");
-        let child = Command::new(plenary_bin())
-            .arg("sfu")
-            .arg("--config")
-            .arg(&config)
-            .args(["--http", &at(ports[0]).to_string()])
-            .args(["--media", &at(ports[1]).to_string()])
-            .args(["--cascade", &at(ports[2]).to_string()])
-            .args(["--directory", directory])
-            .args(["--cluster-secret", SECRET])
-            .args(["--node", name])
-            .args(["--no-metrics", "--log-level", "info"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out.try_clone().expect("log fd")))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .expect("spawn plenary sfu");
-        let mut node = Node {
-            name,
-            http: at(ports[0]),
-            child: Some(child),
-            log,
-        };
-        let t0 = Instant::now();
-        while !node.log_text().contains("plenary sfu ready") {
-            if let Some(Ok(Some(status))) = node.child.as_mut().map(Child::try_wait) {
-                panic!("node {name} exited ({status}):\n{}", node.log_text());
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(15),
-                "node {name} not ready within 15 s:\n{}",
-                node.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        node
-    }
-
-    fn base(&self) -> String {
-        format!("http://{}", self.http)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, by PID: the node drains.
-    fn drain(&mut self) {
-        if let Some(child) = self.child.as_ref() {
-            let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
-            // SAFETY: kill(2) on the PID of a child this test spawned and has not reaped.
-            let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-            assert_eq!(rc, 0, "kill -TERM {pid}");
-        }
-    }
-
-    /// SIGKILL, by PID; waits for the process to be reaped.
-    fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
-            // SAFETY: kill(2) on the PID of a child this test spawned and has not reaped.
-            let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
-            assert_eq!(rc, 0, "kill -9 {pid}");
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
-        if std::thread::panicking() {
-            let text = self.log_text();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(60)..];
-            eprintln!("---- node {} log ----\n{}", self.name, tail.join("\n"));
-        }
-    }
-}
 
 /// Segments listed in an HLS playlist so far.
 fn hls_segments(playlist: &Path) -> usize {
@@ -179,12 +85,17 @@ fn scenario(gone: Gone) {
     for _ in 0..7 {
         ports.push(free_port_except(&lo, &ports));
     }
-    let a = Node::start("a", &ports[0..3], dir.path(), &redis.url());
-    let mut b = Node::start("b", &ports[3..6], dir.path(), &redis.url());
+    let node = |name: &str, p: &[u16]| {
+        let mut n = Node::new(name, [p[0], p[1], p[2]], dir.path(), &redis.url(), SECRET);
+        n.start_blocking();
+        n
+    };
+    let a = node("a", &ports[0..3]);
+    let mut b = node("b", &ports[3..6]);
     let metrics_port = ports[6];
 
     let mut camera = Publisher::start(
-        format!("{}/whip/{ROOM}", a.base()),
+        format!("{}/whip/{ROOM}", a.url()),
         Look::Sweep { talks: |_| true },
         (320, 240),
     );
@@ -196,7 +107,7 @@ fn scenario(gone: Gone) {
     let secs = 26u64;
     let mut cmd = Command::new(plenary_bin());
     cmd.arg("egress")
-        .args(["--from", &format!("{}/whep/{ROOM}", b.base())])
+        .args(["--from", &format!("{}/whep/{ROOM}", b.url())])
         .arg("--hls")
         .arg(&hls)
         .arg("--record")
@@ -226,7 +137,7 @@ fn scenario(gone: Gone) {
     eprintln!("node b {gone:?} {gone_at:.1} s into the egress; {before} HLS segments so far");
 
     // Pulled again from a: the source line names a's URL, connected.
-    let from_a = format!("source {}/whep/{ROOM}?screen=1  connected", a.base());
+    let from_a = format!("source {}/whep/{ROOM}?screen=1  connected", a.url());
     let t0 = Instant::now();
     while !log().contains(&from_a) && t0.elapsed() < Duration::from_secs(12) {
         std::thread::sleep(Duration::from_millis(200));
@@ -283,7 +194,7 @@ fn scenario(gone: Gone) {
         after >= before + 6,
         "HLS stopped growing after b went: {before} segments then {after}"
     );
-    let a_whep = format!("{}/whep/{ROOM}?screen=1", a.base());
+    let a_whep = format!("{}/whep/{ROOM}?screen=1", a.url());
     assert!(
         text.lines()
             .any(|l| l.contains("pulling the WHEP source") && l.contains(&a_whep)),

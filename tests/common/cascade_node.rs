@@ -51,6 +51,25 @@ impl Node {
 
     /// Starts the process and waits (at most 15 s) for its "ready" line.
     pub async fn start(&mut self) {
+        let (from, t0) = (self.spawn(), Instant::now());
+        while !self.ready_since(from, t0) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.say_up(t0);
+    }
+
+    /// `start` for tests without an async runtime.
+    pub fn start_blocking(&mut self) {
+        let (from, t0) = (self.spawn(), Instant::now());
+        while !self.ready_since(from, t0) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.say_up(t0);
+    }
+
+    /// Spawns the process; returns where its log stood before (the log is appended to
+    /// across restarts).
+    fn spawn(&mut self) -> usize {
         assert!(self.child.is_none(), "{} already running", self.name);
         let from = self.log_len();
         let log = OpenOptions::new()
@@ -75,31 +94,33 @@ impl Node {
             .spawn()
             .expect("spawn plenary sfu");
         self.child = Some(child);
-        let t0 = Instant::now();
-        loop {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if text
-                .get(from..)
-                .is_some_and(|t| t.contains("plenary sfu ready"))
-            {
-                break;
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                self.child = None;
-                panic!(
-                    "node {} exited ({status}) while starting:\n{}",
-                    self.name,
-                    text.get(from..).unwrap_or_default()
-                );
-            }
-            assert!(
-                t0.elapsed() < 15 * SEC,
-                "node {} not ready within 15 s:\n{}",
-                self.name,
-                text.get(from..).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        from
+    }
+
+    /// Whether the "ready" line is in the log after `from`; panics if the process exited
+    /// or 15 s passed since `t0`.
+    fn ready_since(&mut self, from: usize, t0: Instant) -> bool {
+        let text = self.log_text();
+        let since = text.get(from..).unwrap_or_default();
+        if since.contains("plenary sfu ready") {
+            return true;
         }
+        if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+            self.child = None;
+            panic!(
+                "node {} exited ({status}) while starting:\n{since}",
+                self.name
+            );
+        }
+        assert!(
+            t0.elapsed() < 15 * SEC,
+            "node {} not ready within 15 s:\n{since}",
+            self.name
+        );
+        false
+    }
+
+    fn say_up(&self, t0: Instant) {
         eprintln!(
             "node {} up in {:.2} s: http {} media {} cascade {}",
             self.name,
@@ -108,6 +129,21 @@ impl Node {
             self.media,
             self.cascade
         );
+    }
+
+    /// The whole log so far (every start of this node).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, by PID: the node drains.
+    pub fn drain(&mut self) {
+        if let Some(child) = &self.child {
+            let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
+            // SAFETY: kill(2) on the PID of a child this test spawned and has not reaped.
+            let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+            assert_eq!(rc, 0, "kill -TERM {pid}");
+        }
     }
 
     /// SIGSTOP, by PID, and left stopped: a machine gone off the network (nothing is
