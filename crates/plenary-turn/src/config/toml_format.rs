@@ -23,6 +23,13 @@ pub fn parse_toml(text: &str, file: &str) -> Result<TurnConfig, ConfigError> {
 fn toml_error(e: &toml::de::Error, text: &str, file: &str) -> ConfigError {
     let line = e.span().map(|span| line_of(text, span.start));
     let message = e.message().trim().to_string();
+    if let Some(option) = coturn_line(text) {
+        let fix = format!(
+            "this looks like a coturn turnserver.conf (`{option}`), not Plenary TOML: \
+             pass it with --coturn-conf {file} (it is read unchanged)"
+        );
+        return ConfigError::new(file, line, message, fix);
+    }
     let fix = if message.contains("unknown field") {
         "remove the key or correct its spelling; configs/turn.toml lists every key"
     } else if message.contains("missing field") {
@@ -33,6 +40,18 @@ fn toml_error(e: &toml::de::Error, text: &str, file: &str) -> ConfigError {
         "correct this value or the TOML syntax here; configs/turn.toml documents every key"
     };
     ConfigError::new(file, line, message, fix)
+}
+
+/// The first line that reads as a coturn option (`name` or `name=value` with a name coturn
+/// knows), so a turnserver.conf given to --config is told apart from broken TOML.
+fn coturn_line(text: &str) -> Option<&str> {
+    text.lines().map(str::trim).find(|line| {
+        let name = line.split('=').next().unwrap_or("").trim();
+        name.contains('-')
+            && !line.contains('"')
+            && !line.contains('[')
+            && super::coturn_options::lookup(name).is_some()
+    })
 }
 
 /// 1-based line of a byte offset.

@@ -228,3 +228,16 @@ fn validation_runs_after_parsing() {
     let err = parse_toml("[auth]\nno_auth = true\nsecrets = [\"s\"]\n", "t").unwrap_err();
     assert!(err.message.contains("no-auth"), "{err}");
 }
+
+#[test]
+fn a_coturn_file_given_as_toml_is_named_with_the_flag_to_use() {
+    let bbb = include_str!("../../../../../tests/fixtures/bbb-install-turnserver.conf");
+    let err = parse_toml(bbb, "/etc/turnserver.conf").expect_err("coturn syntax is not TOML");
+    assert!(
+        err.fix.contains("--coturn-conf /etc/turnserver.conf"),
+        "the fix should name --coturn-conf: {err}"
+    );
+    // Broken TOML that merely has a hyphen somewhere keeps the TOML advice.
+    let err = parse_toml("[listen]\nport = 34-78\n", "t").expect_err("not a number");
+    assert!(!err.fix.contains("coturn"), "{err}");
+}
