@@ -5,8 +5,6 @@
 //! AES-GCM open works on context and caller memory.)
 #![cfg(target_os = "linux")]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::UdpSocket;
 
 use plenary_probe::sfu::fastrx::routes::StreamInfo;
@@ -18,38 +16,10 @@ use plenary_srtp::recv_batch::RecvBatch;
 use plenary_srtp::rtp::{write_rtp_header, RtpFields};
 use plenary_srtp::{DtlsRole, OutboundSrtp, SrtpKeys, SrtpProfile};
 
-struct Counting;
-
-thread_local! {
-    static ARMED: Cell<bool> = const { Cell::new(false) };
-    static COUNT: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator; the bookkeeping touches only const-initialised
-// thread-locals, which never allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if ARMED.with(Cell::get) {
-            COUNT.with(|c| c.set(c.get() + 1));
-        }
-        System.alloc(layout)
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-}
+use plenary_testalloc::allocations_in;
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
-
-fn allocations_in(f: impl FnOnce()) -> u64 {
-    COUNT.with(|c| c.set(0));
-    ARMED.with(|a| a.set(true));
-    f();
-    ARMED.with(|a| a.set(false));
-    COUNT.with(Cell::get)
-}
+static ALLOC: plenary_testalloc::Counting = plenary_testalloc::Counting;
 
 const SSRC: u32 = 0x5eed;
 const TWCC_ID: u8 = 3;

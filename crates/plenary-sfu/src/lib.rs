@@ -36,6 +36,12 @@ pub use egress::EgressConfig;
 use media::MediaLoop;
 pub use metrics_desc::describe_metrics;
 
+// The unit tests of the egress fast path count its allocations (armed per thread, so the
+// other tests in this binary are not counted).
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOC: plenary_testalloc::Counting = plenary_testalloc::Counting;
+
 /// Largest SDP offer we accept; real offers are a few KiB.
 const MAX_SDP: usize = 64 * 1024;
 /// Longest the media loop sleeps, so commands and shutdown are seen promptly.

@@ -526,3 +526,85 @@ fn a_keyframe_burst_is_paced_at_two_and_a_half_times_the_estimate() {
         "{last:?}"
     );
 }
+
+fn media(stream: usize, payload: &Arc<[u8]>, seq: u16) -> Media<'_> {
+    Media {
+        stream,
+        pt: 96,
+        rtx_pt: Some(97),
+        seq,
+        ts: u32::from(seq) * 3000,
+        marker: seq % 3 == 2,
+        payload,
+        audio_level: None,
+    }
+}
+
+/// Plays `rounds` 10 ms rounds from `first`: a video and an audio packet forwarded (pacing
+/// on), paced video drained, and every 50 rounds a NACK answered with RTX and transport-wide
+/// feedback for the round's packets, plus the sender reports when due. The RTCP from the
+/// browser side is sealed before each 50-round chunk, outside `allocations_in`.
+fn steady_rounds(first: u16, rounds: u16, t0: Instant) -> u64 {
+    let (k, bk) = keys(SrtpProfile::AeadAes128Gcm);
+    let mut e = Egress::new(&k, Some(2_000_000), t0).unwrap();
+    let mut b = Browser::new(&bk);
+    let v = e.stream("0", video(0x2000));
+    let a = e.stream("1", audio(0x3000));
+    let picture: Arc<[u8]> = Arc::from(&[7u8; 1100][..]);
+    let voice: Arc<[u8]> = Arc::from(&[1u8; 80][..]);
+    let mut buf = [0u8; 1500];
+    let mut counted = 0;
+    let mut round = first;
+    while round < first + rounds {
+        let chunk_end = round + 50;
+        // What the browser says about the chunk before it: one packet lost, the rest seen.
+        let tw_next = e.next_tw_seq;
+        let mut rtcp = nack(0x2000, round.wrapping_sub(7), 0b101);
+        rtcp.extend_from_slice(&twcc(tw_next.wrapping_sub(60), 0, 0, &[Some(1); 60]));
+        let sealed = b.seal_rtcp(&rtcp);
+        let chunk = |e: &mut Egress, buf: &mut [u8; 1500]| {
+            for i in round..chunk_end {
+                let now = t0 + Duration::from_millis(10 * u64::from(i));
+                e.forward(buf, &media(v, &picture, i), now).unwrap();
+                e.forward(buf, &media(a, &voice, i), now).unwrap();
+                while let Some(r) = e.write_paced(buf, now) {
+                    r.unwrap();
+                }
+                if i == round {
+                    e.handle_rtcp(&sealed).unwrap();
+                    while let Some(r) = e.write_rtx(buf, now) {
+                        r.unwrap();
+                    }
+                }
+                while let Some(r) = e.write_report(buf, now) {
+                    r.unwrap();
+                }
+                let _ = e.take_estimate();
+            }
+        };
+        if round >= first + 200 {
+            counted += plenary_testalloc::allocations_in(|| chunk(&mut e, &mut buf));
+        } else {
+            // Warm-up: the RTX ring, send log, pacer queue and estimator reach their sizes.
+            chunk(&mut e, &mut buf);
+        }
+        round = chunk_end;
+    }
+    assert!(e.stats.rtx_packets > 0 && e.stats.twcc_feedbacks > 0 && e.stats.sender_reports > 0);
+    counted
+}
+
+#[test]
+fn the_counter_sees_allocations_in_this_binary() {
+    let n = plenary_testalloc::allocations_in(|| drop(std::hint::black_box(vec![1u8; 64])));
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn forwarding_rtx_feedback_and_reports_allocate_nothing_per_packet() {
+    let allocations = steady_rounds(0, 1000, Instant::now());
+    assert_eq!(
+        allocations, 0,
+        "allocations in 800 steady rounds of the egress fast path"
+    );
+}
