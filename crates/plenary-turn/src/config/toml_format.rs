@@ -42,15 +42,17 @@ fn toml_error(e: &toml::de::Error, text: &str, file: &str) -> ConfigError {
     ConfigError::new(file, line, message, fix)
 }
 
-/// The first line that reads as a coturn option (`name` or `name=value` with a name coturn
-/// knows), so a turnserver.conf given to --config is told apart from broken TOML.
+/// The name of the first option in a line that reads as coturn's (`name` or `name=value`
+/// with a name coturn knows), so a turnserver.conf given to --config is told apart from
+/// broken TOML. Only the name: the value may be a secret.
 fn coturn_line(text: &str) -> Option<&str> {
-    text.lines().map(str::trim).find(|line| {
+    text.lines().map(str::trim).find_map(|line| {
         let name = line.split('=').next().unwrap_or("").trim();
-        name.contains('-')
+        let coturn = name.contains('-')
             && !line.contains('"')
             && !line.contains('[')
-            && super::coturn_options::lookup(name).is_some()
+            && super::coturn_options::lookup(name).is_some();
+        coturn.then_some(name)
     })
 }
 

@@ -237,6 +237,13 @@ fn a_coturn_file_given_as_toml_is_named_with_the_flag_to_use() {
         err.fix.contains("--coturn-conf /etc/turnserver.conf"),
         "the fix should name --coturn-conf: {err}"
     );
+    let secret = "static-auth-secret=do-not-print-me";
+    let err = parse_toml(secret, "t").expect_err("coturn syntax is not TOML");
+    assert!(err.fix.contains("`static-auth-secret`"), "{err}");
+    assert!(
+        !err.to_string().contains("do-not-print-me"),
+        "a value was echoed: {err}"
+    );
     // Broken TOML that merely has a hyphen somewhere keeps the TOML advice.
     let err = parse_toml("[listen]\nport = 34-78\n", "t").expect_err("not a number");
     assert!(!err.fix.contains("coturn"), "{err}");
