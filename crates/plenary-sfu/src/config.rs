@@ -194,7 +194,7 @@ pub fn parse_toml(text: &str, file: &str) -> Result<(SfuConfig, OpsConfig), Conf
             err(
                 "media.egress",
                 format!("egress = {v:?} is not a known egress path"),
-                "use \"str0m\" (the default) or \"fast\"",
+                "use \"fast\" (the default) or \"str0m\"",
             )
         })?;
     }
@@ -468,12 +468,16 @@ mod tests {
         let e = parse_toml("[media]\nworkers = 1\negress = \"quick\"\n", "e.toml").unwrap_err();
         assert_eq!(e.line, Some(3), "{e}");
         assert!(e.to_string().contains("\"fast\""), "{e}");
-        let (c, _) = parse_toml("[media]\negress = \"fast\"\n", "e.toml").unwrap();
-        assert_eq!(c.egress_path, crate::EgressPath::Fast);
-        // The documented example parses, with str0m's path as its default.
+        let (c, _) = parse_toml("[media]\negress = \"str0m\"\n", "e.toml").unwrap();
+        assert_eq!(c.egress_path, crate::EgressPath::Str0m);
+        // The documented example parses, with the fast path as its default.
         let example = include_str!("../../../configs/sfu.toml");
         let (c, _) = parse_toml(example, "configs/sfu.toml").unwrap();
-        assert_eq!(c.egress_path, crate::EgressPath::Str0m);
+        assert_eq!(c.egress_path, crate::EgressPath::Fast);
+        assert_eq!(
+            crate::SfuConfig::default().egress_path,
+            crate::EgressPath::Fast
+        );
         let e = parse_toml("[rooms]\nlast-m = 3\n", "y.toml").unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");
         assert!(e.to_string().contains("unknown field"), "{e}");

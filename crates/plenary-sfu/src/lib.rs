@@ -75,11 +75,12 @@ pub struct SfuConfig {
     /// TWCC/REMB bandwidth estimation (and str0m's pacer) on subscriber connections; the
     /// simulcast layer choice uses it. Off: every subscriber gets the lowest layer it allows.
     pub bandwidth_estimation: bool,
-    /// Where each subscriber's estimate starts, kbit/s. str0m paces at 1.1x the estimate, so
-    /// a start below what a subscriber receives queues its video until the estimate grows.
+    /// Where each subscriber's estimate starts, kbit/s. Video is paced at a multiple of the
+    /// estimate (2.5x on the fast path, 1.1x in str0m), so a start below what a subscriber
+    /// receives queues its video until the estimate grows.
     pub initial_estimate_kbps: u64,
-    /// How forwarded RTP leaves: through str0m (`write_rtp`, its pacer and SRTP), or the
-    /// fast path (own headers, SRTP, RTX, sender reports and estimate; `sendmmsg`).
+    /// How forwarded RTP leaves: the fast path (own headers, SRTP, RTX, sender reports and
+    /// estimate; `sendmmsg`; the default), or through str0m (`write_rtp`, its pacer and SRTP).
     /// `PLENARY_SFU_EGRESS=fast|str0m` in the environment overrides it at start.
     pub egress_path: EgressPath,
     /// Members a room holds on one worker before joins also go to other workers, with its
@@ -118,7 +119,7 @@ impl Default for SfuConfig {
             max_peers: 4096,
             bandwidth_estimation: true,
             initial_estimate_kbps: 3000,
-            egress_path: EgressPath::Str0m,
+            egress_path: EgressPath::Fast,
             room_spill: 150,
             cascade: None,
             admin_token: None,
@@ -130,10 +131,11 @@ impl Default for SfuConfig {
 /// How the SFU sends forwarded RTP to subscribers (`[media] egress`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EgressPath {
-    /// str0m's `write_rtp` and `poll_output` per packet (the default).
-    #[default]
+    /// str0m's `write_rtp` and `poll_output` per packet.
     Str0m,
-    /// Plenary's own egress: SRTP with the keys captured from str0m's DTLS, batched sends.
+    /// Plenary's own egress: SRTP with the keys captured from str0m's DTLS, batched sends
+    /// (the default; docs/decisions/0006-sfu-fast-egress.md says why).
+    #[default]
     Fast,
 }
 

@@ -362,20 +362,36 @@ async fn whip_publisher_reaches_whep_viewer() {
     assert_complete(&run, N);
 }
 
-/// The same through the fast egress path (`[media] egress = "fast"`): our own headers,
-/// SRTP with the keys captured from str0m's DTLS, batched sends.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fast_egress_reaches_whep_viewer() {
-    let sfu = start_with(|c| c.egress_path = EgressPath::Fast).await;
+/// 500 packets from a WHIP publisher to a WHEP viewer through `path` (or the path
+/// `PLENARY_SFU_EGRESS` forces), and the viewer's transport on that path.
+async fn viewer_on_path(path: EgressPath, room: &'static str) {
+    let sfu = start_with(|c| c.egress_path = path).await;
     let addr = sfu.http_addr();
     const N: u64 = 500;
-    let run = tokio::task::spawn_blocking(move || publish_and_view(addr, "fast1", N))
+    let run = tokio::task::spawn_blocking(move || publish_and_view(addr, room, N))
         .await
         .unwrap();
     let fast = sfu.fast_egress_subscribers();
     sfu.shutdown().await;
     assert_complete(&run, N);
-    assert_eq!(fast, 1, "the viewer went onto the fast path");
+    let expected = u64::from(path.with_env_override() == EgressPath::Fast);
+    assert_eq!(
+        fast, expected,
+        "viewers on the fast path, asked for {path:?}"
+    );
+}
+
+/// The same through the fast egress path (`[media] egress = "fast"`, the default): our own
+/// headers, SRTP with the keys captured from str0m's DTLS, batched sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_egress_reaches_whep_viewer() {
+    viewer_on_path(EgressPath::Fast, "fast1").await;
+}
+
+/// And through str0m's egress (`[media] egress = "str0m"`), kept as the fallback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn str0m_egress_reaches_whep_viewer() {
+    viewer_on_path(EgressPath::Str0m, "str0m1").await;
 }
 
 /// A viewer that loses every 5th video packet still gets (nearly) all of them: its NACKs
