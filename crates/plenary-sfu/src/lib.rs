@@ -72,7 +72,7 @@ pub struct SfuConfig {
     pub last_n: usize,
     /// Peer connections the server holds at most; further offers get 503.
     pub max_peers: usize,
-    /// TWCC/REMB bandwidth estimation (and str0m's pacer) on subscriber connections; the
+    /// TWCC/REMB bandwidth estimation (and the pacer) on subscriber connections; the
     /// simulcast layer choice uses it. Off: every subscriber gets the lowest layer it allows.
     pub bandwidth_estimation: bool,
     /// Where each subscriber's estimate starts, kbit/s. Video is paced at a multiple of the
