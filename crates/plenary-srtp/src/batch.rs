@@ -3,6 +3,9 @@
 //! same size (the last may be shorter) go as one UDP GSO message (`UDP_SEGMENT`), so the
 //! kernel walks the UDP/IP stack once per run, not once per datagram.
 //!
+//! With grouping on, a flush first orders the datagrams by destination (each destination's
+//! own order kept), so that a subscriber's packets from several fan-outs form runs.
+//!
 //! GSO support is probed once per process; a kernel or route that refuses a GSO message
 //! at send time turns GSO off for that batcher and the rest goes as plain datagrams.
 
@@ -68,6 +71,10 @@ pub struct SendBatch {
     dests: Vec<Option<SocketAddr>>,
     addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)>,
     gso: bool,
+    /// Group datagrams by destination at flush.
+    group: bool,
+    /// Send order: datagram indices, in queue order or grouped by destination.
+    order: Vec<u32>,
     // Syscall scaffolding, rebuilt by every flush and only used inside it.
     iovecs: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
@@ -103,6 +110,8 @@ impl SendBatch {
             dests: Vec::with_capacity(capacity),
             addrs: Vec::with_capacity(capacity),
             gso: gso_supported(),
+            group: false,
+            order: Vec::with_capacity(capacity),
             iovecs: Vec::with_capacity(capacity),
             msgs: Vec::with_capacity(capacity),
             cmsgs: vec![CmsgBuf([0; 32]); capacity],
@@ -117,6 +126,13 @@ impl SendBatch {
 
     pub fn gso(&self) -> bool {
         self.gso
+    }
+
+    /// Groups datagrams by destination when flushing (off by default). Each destination's
+    /// datagrams keep their order; only the interleaving between destinations changes, so
+    /// one destination's same-size packets become GSO runs.
+    pub fn set_grouping(&mut self, on: bool) {
+        self.group = on;
     }
 
     pub fn len(&self) -> usize {
@@ -171,6 +187,8 @@ impl SendBatch {
     /// in [`Flushed::dropped`]; only a bad socket is returned as an error.
     pub fn flush(&mut self, sock: &impl AsRawFd) -> io::Result<Flushed> {
         let mut done = Flushed::default();
+        self.arrange();
+        // Positions in `order` from here on.
         let mut from = 0;
         while from < self.lens.len() {
             self.build(from);
@@ -225,18 +243,34 @@ impl SendBatch {
 
     /// Drops everything queued.
     pub fn clear(&mut self) {
+        self.order.clear();
         self.lens.clear();
         self.dests.clear();
         self.addrs.clear();
     }
 
-    /// Lays out the messages for datagrams `from..`: one per datagram, or one per GSO run.
+    /// Fills `order`: queue order, or grouped by destination. The sort key is a hash of the
+    /// destination, then the index, so that each destination keeps its order; two
+    /// destinations sharing a hash only interleave (`run_len` compares the addresses).
+    fn arrange(&mut self) {
+        self.order.clear();
+        self.order.extend(0..self.lens.len() as u32);
+        if self.group && self.lens.len() > 2 {
+            let dests = &self.dests;
+            self.order
+                .sort_unstable_by_key(|&i| (dest_hash(dests[i as usize]), i));
+        }
+    }
+
+    /// Lays out the messages for positions `from..` of `order`: one per datagram, or one per
+    /// GSO run.
     fn build(&mut self, from: usize) {
         self.iovecs.clear();
         self.msgs.clear();
         self.spans.clear();
         let base = self.data.as_mut_ptr();
-        for i in from..self.lens.len() {
+        for &i in &self.order[from..] {
+            let i = i as usize;
             self.iovecs.push(libc::iovec {
                 // SAFETY: slot `i` lies inside `data`.
                 iov_base: unsafe { base.add(i * self.slot_size) }.cast(),
@@ -255,35 +289,40 @@ impl SendBatch {
             let mut hdr: libc::mmsghdr = unsafe { mem::zeroed() };
             hdr.msg_hdr.msg_iov = self.iovecs[first - from..].as_mut_ptr();
             hdr.msg_hdr.msg_iovlen = count as _;
-            let (addr, addr_len) = &mut self.addrs[first];
-            if self.dests[first].is_some() {
+            let at = self.order[first] as usize;
+            let (addr, addr_len) = &mut self.addrs[at];
+            if self.dests[at].is_some() {
                 hdr.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
                 hdr.msg_hdr.msg_namelen = *addr_len;
             }
             if count > 1 {
                 let cmsg = &mut self.cmsgs[m];
-                set_udp_segment(&mut hdr.msg_hdr, cmsg, self.lens[first] as u16);
+                set_udp_segment(&mut hdr.msg_hdr, cmsg, self.lens[at] as u16);
             }
             self.msgs.push(hdr);
         }
     }
 
-    /// How many datagrams from `i` can go as one GSO message: same destination, same size
-    /// as the first, except the last of the run, which may be shorter.
-    fn run_len(&self, i: usize) -> usize {
-        let size = self.lens[i];
+    /// How many datagrams from position `p` of `order` can go as one GSO message: same
+    /// destination, same size as the first, except the last of the run, which may be shorter.
+    fn run_len(&self, p: usize) -> usize {
+        let first = self.order[p] as usize;
+        let size = self.lens[first];
         let mut n = 1;
         let mut bytes = size;
-        while i + n < self.lens.len()
-            && n < GSO_MAX_SEGMENTS
-            && self.dests[i + n] == self.dests[i]
-            && self.lens[i + n] <= size
-            && self.lens[i + n] > 0
-            && bytes + self.lens[i + n] <= GSO_MAX_BYTES
-        {
-            bytes += self.lens[i + n];
+        while let Some(&next) = self.order.get(p + n) {
+            let (next_len, next_dest) = (self.lens[next as usize], self.dests[next as usize]);
+            if n == GSO_MAX_SEGMENTS
+                || next_dest != self.dests[first]
+                || next_len > size
+                || next_len == 0
+                || bytes + next_len > GSO_MAX_BYTES
+            {
+                break;
+            }
+            bytes += next_len;
             n += 1;
-            if self.lens[i + n - 1] < size {
+            if next_len < size {
                 break; // a shorter one ends the run
             }
         }
@@ -317,6 +356,19 @@ fn send_mmsg(fd: RawFd, msgs: &mut [libc::mmsghdr]) -> io::Result<usize> {
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
+        }
+    }
+}
+
+/// A cheap key that is equal for equal destinations (`None` first).
+fn dest_hash(dest: Option<SocketAddr>) -> u64 {
+    match dest {
+        None => 0,
+        Some(SocketAddr::V4(a)) => (u64::from(u32::from(*a.ip())) << 16 | u64::from(a.port())) + 1,
+        Some(SocketAddr::V6(a)) => {
+            let ip = u128::from(*a.ip());
+            let folded = (ip as u64) ^ ((ip >> 64) as u64).rotate_left(17);
+            (folded ^ u64::from(a.port())).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1
         }
     }
 }
@@ -368,7 +420,37 @@ mod tests {
             let dest = Some(SocketAddr::from(([127, 0, 0, 1], port)));
             assert!(b.push(&vec![1u8; len], dest));
         }
+        b.arrange();
         b
+    }
+
+    #[test]
+    fn grouping_keeps_each_destinations_order() {
+        // Ports 1, 2, 1, 3, 2, 1: grouped, each port's datagrams stay in queue order.
+        let mut b = batch_with(&[(100, 1), (100, 2), (100, 1), (100, 3), (100, 2), (100, 1)]);
+        b.set_grouping(true);
+        b.arrange();
+        let ports: Vec<u16> = b
+            .order
+            .iter()
+            .map(|&i| b.dests[i as usize].unwrap().port())
+            .collect();
+        for port in [1, 2, 3] {
+            let mine: Vec<u32> = b
+                .order
+                .iter()
+                .copied()
+                .filter(|&i| b.dests[i as usize].unwrap().port() == port)
+                .collect();
+            assert!(
+                mine.windows(2).all(|w| w[0] < w[1]),
+                "port {port} in order: {mine:?}"
+            );
+        }
+        // Grouped: each port's datagrams are contiguous.
+        let changes = ports.windows(2).filter(|w| w[0] != w[1]).count();
+        assert_eq!(changes, 2, "three groups: {ports:?}");
+        assert_eq!(b.run_len(0), 3, "port 1's three datagrams form one run");
     }
 
     #[test]

@@ -98,6 +98,51 @@ fn interleaved_destinations_each_get_their_datagrams_in_order() {
     expect(&rx_b, &want_b);
 }
 
+/// Three fan-outs of a video frame to three subscribers, queued as a worker queues them
+/// (one packet per subscriber per fan-out), then a shorter frame tail each. Grouped, each
+/// subscriber's four packets go as one GSO run, in their order; ungrouped, no run forms.
+fn fan_outs(group: bool) -> Flushed {
+    let rx: Vec<(UdpSocket, SocketAddr)> = (0..3).map(|_| receiver()).collect();
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut batch = SendBatch::new(16, 1500);
+    batch.set_grouping(group);
+    let mut want = vec![Vec::new(); rx.len()];
+    let mut i = 0;
+    for len in [1100, 1100, 1100, 431] {
+        for (sub, (_, to)) in rx.iter().enumerate() {
+            assert!(batch.push(&datagram(i, len), Some(*to)));
+            want[sub].push((i, len));
+            i += 1;
+        }
+    }
+    let done = batch.flush(&tx).unwrap();
+    assert_eq!((done.sent, done.dropped, done.syscalls), (12, 0, 1));
+    for ((sock, _), want) in rx.iter().zip(&want) {
+        expect(sock, want);
+    }
+    // The batch is reused, grouping included.
+    assert!(batch.push(&datagram(99, 200), Some(rx[1].1)));
+    assert!(batch.push(&datagram(100, 200), Some(rx[0].1)));
+    assert!(batch.push(&datagram(101, 200), Some(rx[1].1)));
+    assert_eq!(batch.flush(&tx).unwrap().sent, 3);
+    expect(&rx[0].0, &[(100, 200)]);
+    expect(&rx[1].0, &[(99, 200), (101, 200)]);
+    done
+}
+
+#[test]
+fn grouping_turns_fan_outs_into_one_gso_run_per_subscriber() {
+    let done = fan_outs(true);
+    if gso_supported() {
+        assert_eq!(done.gso_messages, 3, "one run per subscriber");
+    }
+}
+
+#[test]
+fn without_grouping_fan_outs_form_no_runs() {
+    assert_eq!(fan_outs(false).gso_messages, 0);
+}
+
 #[test]
 fn connected_socket_needs_no_destination() {
     let (rx, to) = receiver();

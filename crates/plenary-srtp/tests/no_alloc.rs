@@ -72,13 +72,17 @@ fn batched_send_does_not_allocate() {
     use std::net::UdpSocket;
     let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
     let to = rx.local_addr().unwrap();
+    let rx2 = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to2 = rx2.local_addr().unwrap();
     let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut batch = SendBatch::new(32, 1500);
+    // Grouping by destination sorts at every flush: in place, too.
+    batch.set_grouping(true);
     let payload = [7u8; 1000];
     let count = allocations_in(|| {
         for _ in 0..10 {
-            for _ in 0..32 {
-                assert!(batch.push(&payload, Some(to)));
+            for k in 0..32 {
+                assert!(batch.push(&payload, Some(if k % 2 == 0 { to } else { to2 })));
             }
             batch.flush(&tx).unwrap();
         }

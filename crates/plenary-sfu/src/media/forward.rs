@@ -247,8 +247,11 @@ impl MediaLoop {
                 }
             }
         }
-        // The fast path's packets of this fan-out: one sendmmsg.
-        self.flush_egress();
+        // The fast path's packets wait for the end of the worker pass (see `run`), unless
+        // per-fan-out sends were asked for.
+        if !self.send_per_pass {
+            self.flush_egress();
+        }
         self.fan = fan;
         self.sub_events = evs;
     }

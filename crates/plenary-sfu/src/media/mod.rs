@@ -64,8 +64,11 @@ pub(crate) struct MediaLoop {
     config: SfuConfig,
     /// The config's egress path after the `PLENARY_SFU_EGRESS` override.
     egress_path: crate::EgressPath,
-    /// Fast egress path: forwarded RTP, RTX and sender reports, flushed per fan-out.
+    /// Fast egress path: forwarded RTP, RTX and sender reports. Forwarded RTP is flushed
+    /// once per worker pass, grouped by subscriber (GSO runs), or per fan-out.
     batch: plenary_srtp::batch::SendBatch,
+    /// Flush forwarded RTP once per pass (default) rather than at the end of each fan-out.
+    send_per_pass: bool,
     /// Fast-path subscribers with paced video waiting.
     paced: Vec<u64>,
     shared: std::sync::Arc<Shared>,
@@ -114,7 +117,8 @@ impl MediaLoop {
             cmds,
             links: vec![None; crate::workers::MAX_LINKS],
             egress_path: config.egress_path.with_env_override(),
-            batch: plenary_srtp::batch::SendBatch::new(fast::BATCH, fast::MAX_DATAGRAM),
+            batch: fast::new_batch(),
+            send_per_pass: fast::send_per_pass(),
             paced: Vec::new(),
             config,
             shared,
@@ -194,6 +198,8 @@ impl MediaLoop {
             for &token in &ready {
                 io.read(token, &mut buf, |_, src, data| self.datagram(src, data));
             }
+            // The pass's forwarded RTP: one sendmmsg, each subscriber's packets a GSO run.
+            self.flush_egress();
             io.give_back(ready);
             self.stats.strays += io.take_strays();
             self.connect_pending(&mut io);
