@@ -26,11 +26,11 @@ pub(super) const MAX_DATAGRAM: usize = 1600;
 static LOG_LIMIT: plenary_ops::ratelimit::LogLimiter<1> =
     plenary_ops::ratelimit::LogLimiter::new(10);
 
-/// The worker's batch: grouped by destination at each flush, so that one subscriber's
-/// packets from the fan-outs of a pass go as GSO runs.
-pub(super) fn new_batch() -> SendBatch {
+/// The worker's batch. Sent once per pass, it is grouped by destination at each flush, so
+/// that one subscriber's packets from the pass's fan-outs go as GSO runs.
+pub(super) fn new_batch(per_pass: bool) -> SendBatch {
     let mut batch = SendBatch::new(BATCH, MAX_DATAGRAM);
-    batch.set_grouping(send_per_pass());
+    batch.set_grouping(per_pass);
     batch
 }
 

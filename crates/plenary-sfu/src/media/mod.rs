@@ -105,6 +105,7 @@ impl MediaLoop {
         let send = sock.try_clone()?;
         let io = io::Io::new(sock, local)?;
         shared.router.set_waker(worker, io.waker()?);
+        let send_per_pass = fast::send_per_pass();
         Ok(Self {
             worker,
             sock: send,
@@ -117,8 +118,8 @@ impl MediaLoop {
             cmds,
             links: vec![None; crate::workers::MAX_LINKS],
             egress_path: config.egress_path.with_env_override(),
-            batch: fast::new_batch(),
-            send_per_pass: fast::send_per_pass(),
+            batch: fast::new_batch(send_per_pass),
+            send_per_pass,
             paced: Vec::new(),
             config,
             shared,
