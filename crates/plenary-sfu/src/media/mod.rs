@@ -36,9 +36,13 @@ use peer::{Peer, PeerEvent};
 pub(crate) use pipe::{LinkTx, PipeMsg, TrackUp};
 use stats::Stats;
 
-/// Debug logs about network input, at most 10 a second.
-static LOG_LIMIT: plenary_ops::ratelimit::LogLimiter<1> =
+/// Debug logs about bad input, at most 10 a second per kind, so that a flood of one kind
+/// cannot hide the other's cause.
+static LOG_LIMIT: plenary_ops::ratelimit::LogLimiter<2> =
     plenary_ops::ratelimit::LogLimiter::new(10);
+/// Log kinds: datagrams on the media port, and room API messages the worker refuses.
+const LOG_DATAGRAM: usize = 0;
+const LOG_ROOM_API: usize = 1;
 
 /// How often speakers, last-N, layers and dynacast are re-decided.
 const POLICY_INTERVAL: Duration = Duration::from_millis(200);
@@ -280,7 +284,7 @@ impl MediaLoop {
             self.stats.dropped_malformed += 1;
             plenary_ops::limited_debug!(
                 LOG_LIMIT,
-                0,
+                LOG_DATAGRAM,
                 "sfu: {} bytes from {src} are not STUN, DTLS, RTP or RTCP",
                 data.len()
             );
@@ -328,7 +332,11 @@ impl MediaLoop {
                 tracing::debug!(target: "plenary_sfu::dtls", peer = id, "refused: {e}");
             }
             self.stats.dropped_malformed += 1;
-            plenary_ops::limited_debug!(LOG_LIMIT, 0, "sfu: input from {src} refused: {e}");
+            plenary_ops::limited_debug!(
+                LOG_LIMIT,
+                LOG_DATAGRAM,
+                "sfu: input from {src} refused: {e}"
+            );
             return;
         }
         let mut dead = std::mem::take(&mut self.dead);
@@ -406,7 +414,7 @@ impl MediaLoop {
                 self.stats.dropped_unknown += 1;
                 plenary_ops::limited_debug!(
                     LOG_LIMIT,
-                    0,
+                    LOG_DATAGRAM,
                     "sfu: {} bytes from {src}, which is no peer's address and no ICE check for one",
                     data.len()
                 );

@@ -44,7 +44,7 @@ impl MediaLoop {
     pub(super) fn error_to(&self, participant: u64, message: String) {
         plenary_ops::limited_debug!(
             super::LOG_LIMIT,
-            0,
+            super::LOG_ROOM_API,
             "sfu: room API error to participant {participant}: {message}"
         );
         if let Some(p) = self.participants.get(&participant) {
