@@ -55,9 +55,6 @@ fn fast_path_subscribers_send_twcc_and_nacks_the_sfu_acts_on() {
             http: "127.0.0.1:0".parse().unwrap(),
             media: "127.0.0.1:0".parse().unwrap(),
             public_ip: Some(IpAddr::from([127, 0, 0, 2])),
-            // str0m's egress answers the viewers' RRTRs with DLRR, which the RTT check below
-            // needs; the SFU's fast path sends no XR.
-            egress_path: plenary_sfu::EgressPath::Str0m,
             ..plenary_sfu::SfuConfig::default()
         }))
         .expect("sfu starts");

@@ -166,13 +166,14 @@ impl MediaLoop {
         flush(&mut self.batch, &self.sock, &mut self.stats);
     }
 
-    /// A subscriber's SRTCP datagram, before str0m gets the original: NACKs, TWCC, RRs.
-    pub(super) fn fast_rtcp(&mut self, peer: u64, data: &[u8]) {
+    /// A subscriber's SRTCP datagram, before str0m gets the original: NACKs, TWCC, RRs,
+    /// reference times.
+    pub(super) fn fast_rtcp(&mut self, peer: u64, data: &[u8], now: Instant) {
         let Some(eg) = self.peers.get_mut(&peer).and_then(|p| p.fast.as_mut()) else {
             return;
         };
         let nacks = eg.stats.nacks;
-        if let Err(e) = eg.handle_rtcp(data) {
+        if let Err(e) = eg.handle_rtcp(data, now) {
             self.stats.egress_rtcp_errors += 1;
             plenary_ops::limited_debug!(LOG_LIMIT, 0, "sfu: subscriber rtcp refused: {e}");
         }

@@ -316,7 +316,7 @@ impl MediaLoop {
         let fast_rtcp = p.fast.is_some() && plenary_srtp::rtp::is_rtcp(data);
         if fast_rtcp {
             // A copy: str0m still gets the original, for PLI/FIR.
-            self.fast_rtcp(id, data);
+            self.fast_rtcp(id, data, now);
         }
         let Some(p) = self.peers.get_mut(&id) else {
             return;

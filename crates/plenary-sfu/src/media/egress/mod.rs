@@ -1,7 +1,8 @@
 //! The egress fast path's sans-IO core (issue 12): everything one subscriber transport
 //! needs to send forwarded RTP without str0m's `write_rtp`/`poll_output`: headers with
 //! the negotiated extensions, one transport-wide sequence counter across its m-lines, an
-//! RTX ring answering NACKs (RFC 4588), sender reports as SRTCP, the subscriber's feedback
+//! RTX ring answering NACKs (RFC 4588), sender reports as SRTCP (with the XR DLRR answer to
+//! the subscriber's reference time, RFC 3611, which gives it its RTT), the subscriber's feedback
 //! read from a copy of its RTCP, and an estimate from transport-wide feedback ([`bwe`]).
 //!
 //! It writes into buffers the caller owns (a `SendBatch` slot) and protects them with the
@@ -24,7 +25,7 @@ use plenary_srtp::{Error, InboundSrtp, OutboundSrtp, SrtpKeys};
 
 use header::{ExtIds, ExtValues};
 use pacer::{Pacer, Queued};
-use rtcp::{Feedback, SenderInfo};
+use rtcp::{Dlrr, Feedback, SenderInfo};
 use rtx::{Pending, RtxRing, Sent};
 
 /// How often each stream gets a sender report (str0m's default for video).
@@ -142,6 +143,9 @@ pub(crate) struct Egress {
     next_report: Instant,
     /// Index of the next stream due a sender report in this round.
     report_cursor: usize,
+    /// The subscriber's latest receiver reference time not yet answered: its SSRC, LRR
+    /// and when it came.
+    rrtr: Option<(u32, u32, Instant)>,
     pub stats: EgressStats,
 }
 
@@ -170,6 +174,7 @@ impl Egress {
             clock: WallClock::now(now),
             next_report: now + SR_INTERVAL,
             report_cursor: 0,
+            rrtr: None,
             stats: EgressStats::default(),
         })
     }
@@ -324,10 +329,11 @@ impl Egress {
         Ok(n)
     }
 
-    /// Reads a copy of one SRTCP datagram from the subscriber: NACKs queue resends,
-    /// transport-wide feedback feeds the estimate, report blocks acknowledge SSRCs. The
-    /// caller still hands the original to str0m (PLI/FIR).
-    pub(crate) fn handle_rtcp(&mut self, datagram: &[u8]) -> Result<(), Error> {
+    /// Reads a copy of one SRTCP datagram from the subscriber, arrived at `now`: NACKs
+    /// queue resends, transport-wide feedback feeds the estimate, report blocks acknowledge
+    /// SSRCs, a reference time waits for the next sender report's DLRR. The caller still
+    /// hands the original to str0m (PLI/FIR).
+    pub(crate) fn handle_rtcp(&mut self, datagram: &[u8], now: Instant) -> Result<(), Error> {
         if datagram.len() + 16 > self.scratch.len() {
             self.stats.rtcp_errors += 1;
             return Err(Error::BufferTooSmall);
@@ -350,6 +356,7 @@ impl Egress {
             log,
             bwe,
             stats,
+            rrtr,
             ..
         } = self;
         let ok = rtcp::parse_compound(&scratch[..plain], |fb| match fb {
@@ -378,6 +385,7 @@ impl Egress {
                     }
                 }
             }
+            Feedback::Rrtr { ssrc, lrr } => *rrtr = Some((ssrc, lrr, now)),
         });
         if !ok {
             self.stats.rtcp_errors += 1;
@@ -459,7 +467,8 @@ impl Egress {
     }
 
     /// Writes the next due sender report as SRTCP into `buf`, one stream per call, for
-    /// the streams that have sent since the `Egress` was made. `None` when none is due.
+    /// the streams that have sent since the `Egress` was made. The first one after a
+    /// reference time carries its DLRR answer. `None` when none is due.
     pub(crate) fn write_report(
         &mut self,
         buf: &mut [u8],
@@ -484,11 +493,21 @@ impl Egress {
                 packets: st.packets,
                 octets: st.octets,
             };
-            let need = rtcp::SR_LEN + self.out.profile().rtcp_overhead();
+            let need = rtcp::SR_LEN + rtcp::DLRR_LEN + self.out.profile().rtcp_overhead();
             if buf.len() < need {
                 return Some(Err(Error::BufferTooSmall));
             }
-            let n = rtcp::write_sr(buf, &info);
+            let mut n = rtcp::write_sr(buf, &info);
+            if let Some((ssrc, lrr, at)) = self.rrtr.take() {
+                // Delay since the reference time came, in 1/65536 s.
+                let waited = now.saturating_duration_since(at).as_micros() as u64;
+                let d = Dlrr {
+                    ssrc,
+                    lrr,
+                    dlrr: (waited * 65_536 / 1_000_000) as u32,
+                };
+                n += rtcp::write_dlrr(&mut buf[n..], info.ssrc, &d);
+            }
             self.stats.sender_reports += 1;
             return Some(self.out.protect_rtcp(buf, n));
         }

@@ -1,16 +1,23 @@
 //! The RTCP the fast path reads and writes. Reads (after SRTCP): generic NACK
 //! (RFC 4585 §6.2.1), transport-wide feedback (draft-holmer-rmcat-transport-wide-cc-
-//! extensions-01 §3.1) and report blocks of RR/SR (RFC 3550 §6.4). Writes: sender
-//! reports (RFC 3550 §6.4.1). Walks the compound packet in place, no allocation.
+//! extensions-01 §3.1), report blocks of RR/SR (RFC 3550 §6.4) and XR receiver reference
+//! times (RFC 3611 §4.4). Writes: sender reports (RFC 3550 §6.4.1) and the XR DLRR that
+//! answers a reference time (RFC 3611 §4.5), which gives the receiver its round trip. Walks
+//! the compound packet in place, no allocation.
 
 const SR: u8 = 200;
 const RR: u8 = 201;
 const RTPFB: u8 = 205;
+const XR: u8 = 207;
 const FMT_NACK: u8 = 1;
 const FMT_TWCC: u8 = 15;
+const BT_RRTR: u8 = 4;
+const BT_DLRR: u8 = 5;
 
 /// Length of a sender report without report blocks.
 pub(crate) const SR_LEN: usize = 28;
+/// Length of an XR packet with one DLRR block of one item.
+pub(crate) const DLRR_LEN: usize = 24;
 
 /// One item of interest in a compound RTCP packet.
 #[derive(Debug, Clone, Copy)]
@@ -26,10 +33,16 @@ pub(crate) enum Feedback<'a> {
     Report {
         ssrc: u32,
     },
+    /// A receiver reference time from `ssrc`: `lrr` is the middle 32 bits of its NTP
+    /// timestamp, echoed in the DLRR answer.
+    Rrtr {
+        ssrc: u32,
+        lrr: u32,
+    },
 }
 
-/// Calls `f` for every NACK FCI, TWCC feedback and report block in `buf`. Stops at the
-/// first malformed packet and returns false then.
+/// Calls `f` for every NACK FCI, TWCC feedback, report block and receiver reference time
+/// in `buf`. Stops at the first malformed packet and returns false then.
 pub(crate) fn parse_compound(mut buf: &[u8], mut f: impl FnMut(Feedback<'_>)) -> bool {
     while buf.len() >= 4 {
         if buf[0] >> 6 != 2 {
@@ -70,6 +83,24 @@ pub(crate) fn parse_compound(mut buf: &[u8], mut f: impl FnMut(Feedback<'_>)) ->
                         None => return false,
                     },
                     _ => {}
+                }
+            }
+            XR if pkt.len() >= 8 => {
+                let ssrc = be32(pkt, 4);
+                let mut blocks = &pkt[8..];
+                while blocks.len() >= 4 {
+                    let len = 4 * (usize::from(be16(blocks, 2)) + 1);
+                    let Some(block) = blocks.get(..len) else {
+                        return false;
+                    };
+                    if block[0] == BT_RRTR && len == 12 {
+                        let ntp = u64::from(be32(block, 4)) << 32 | u64::from(be32(block, 8));
+                        f(Feedback::Rrtr {
+                            ssrc,
+                            lrr: (ntp >> 16) as u32,
+                        });
+                    }
+                    blocks = &blocks[len..];
                 }
             }
             _ => {}
@@ -203,6 +234,29 @@ pub(crate) fn write_sr(buf: &mut [u8], s: &SenderInfo) -> usize {
     buf[20..24].copy_from_slice(&s.packets.to_be_bytes());
     buf[24..28].copy_from_slice(&s.octets.to_be_bytes());
     SR_LEN
+}
+
+/// One DLRR item (RFC 3611 §4.5): the answer to receiver `ssrc`'s reference time `lrr`,
+/// `dlrr` after it arrived (both in 1/65536 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Dlrr {
+    pub ssrc: u32,
+    pub lrr: u32,
+    pub dlrr: u32,
+}
+
+/// Writes an XR packet from `sender` with one DLRR block of one item into `buf` and returns
+/// its length ([`DLRR_LEN`]); `buf` must hold it.
+pub(crate) fn write_dlrr(buf: &mut [u8], sender: u32, d: &Dlrr) -> usize {
+    buf[0] = 0x80;
+    buf[1] = XR;
+    buf[2..4].copy_from_slice(&((DLRR_LEN / 4 - 1) as u16).to_be_bytes());
+    buf[4..8].copy_from_slice(&sender.to_be_bytes());
+    buf[8..12].copy_from_slice(&[BT_DLRR, 0, 0, 3]);
+    buf[12..16].copy_from_slice(&d.ssrc.to_be_bytes());
+    buf[16..20].copy_from_slice(&d.lrr.to_be_bytes());
+    buf[20..24].copy_from_slice(&d.dlrr.to_be_bytes());
+    DLRR_LEN
 }
 
 fn be16(b: &[u8], at: usize) -> u16 {

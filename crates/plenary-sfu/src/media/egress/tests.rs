@@ -204,7 +204,7 @@ fn nack_is_answered_with_rfc4588_rtx() {
     // Lost: 502, and via the bitmask 504 (bit 1); 900 was never sent.
     let mut fb = nack(0x2000, 502, 0b10);
     fb.extend_from_slice(&nack(0x2000, 900, 0));
-    e.handle_rtcp(&b.seal_rtcp(&fb)).unwrap();
+    e.handle_rtcp(&b.seal_rtcp(&fb), now).unwrap();
     assert_eq!(e.stats.nacks, 2);
     assert!(e.has_rtx());
     let mut buf = [0u8; 1500];
@@ -271,6 +271,54 @@ fn sender_report_pairs_ntp_and_rtp_time_and_counts() {
     // SRTCP index starts far from str0m's; with AEAD it is the last word (RFC 7714 §9).
     let index = u32::from_be_bytes(buf[n - 4..n].try_into().unwrap()) & 0x7fff_ffff;
     assert_eq!(index, SRTCP_INDEX_START);
+}
+
+#[test]
+fn a_reference_time_is_answered_by_the_next_sender_report_with_its_dlrr() {
+    let (k, bk) = keys(SrtpProfile::AeadAes128Gcm);
+    let t0 = Instant::now();
+    let mut e = Egress::new(&k, None, t0).unwrap();
+    let mut b = Browser::new(&bk);
+    let v = e.stream("0", video(0x2000));
+    let payload: Arc<[u8]> = Arc::from(&[1u8; 200][..]);
+    send(&mut e, v, 1, &payload, t0);
+    // An RR without blocks, then an XR from SSRC 7 with a junk block and an RRTR whose
+    // NTP time is 0x0001_2345_6789_0000: LRR is the middle 32 bits, 0x2345_6789.
+    let mut rtcp = vec![0x80, 201, 0, 1, 0, 0, 0, 7];
+    rtcp.extend_from_slice(&[0x80, 207, 0, 5, 0, 0, 0, 7]);
+    rtcp.extend_from_slice(&[9, 0, 0, 0]);
+    rtcp.extend_from_slice(&[4, 0, 0, 2, 0, 1, 0x23, 0x45, 0x67, 0x89, 0, 0]);
+    // Answered 0.25 s after it came: DLRR 16384 / 65536 s.
+    let t1 = t0 + SR_INTERVAL + Duration::from_millis(50);
+    let came = t1 - Duration::from_millis(250);
+    e.handle_rtcp(&b.seal_rtcp(&rtcp), came).unwrap();
+    let mut buf = [0u8; 200];
+    let n = e.write_report(&mut buf, t1).unwrap().unwrap();
+    let plain = b.open_rtcp(&buf[..n]);
+    assert_eq!(plain.len(), rtcp::SR_LEN + rtcp::DLRR_LEN);
+    let xr = &plain[rtcp::SR_LEN..];
+    assert_eq!(&xr[..4], &[0x80, 207, 0, 5]);
+    assert_eq!(&xr[4..8], &0x2000u32.to_be_bytes());
+    assert_eq!(&xr[8..12], &[5, 0, 0, 3]);
+    let word = |at: usize| u32::from_be_bytes(xr[at..at + 4].try_into().unwrap());
+    assert_eq!((word(12), word(16), word(20)), (7, 0x2345_6789, 16_384));
+    // Answered once: the next round's report is a plain SR.
+    let t2 = t1 + SR_INTERVAL;
+    assert!(e.write_report(&mut buf, t1).is_none());
+    let n = e.write_report(&mut buf, t2).unwrap().unwrap();
+    assert_eq!(b.open_rtcp(&buf[..n]).len(), rtcp::SR_LEN);
+}
+
+#[test]
+fn a_reference_time_block_running_past_its_packet_is_malformed() {
+    let (k, bk) = keys(SrtpProfile::AeadAes128Gcm);
+    let now = Instant::now();
+    let mut e = Egress::new(&k, None, now).unwrap();
+    let mut b = Browser::new(&bk);
+    // XR of 3 words whose one block claims 3 words more.
+    let xr = [0x80, 207, 0, 2, 0, 0, 0, 7, 4, 0, 0, 2];
+    assert!(e.handle_rtcp(&b.seal_rtcp(&xr), now).is_err());
+    assert_eq!(e.stats.rtcp_errors, 1);
 }
 
 /// Builds a TWCC feedback: `arrivals[i]` is the arrival delta (ms, 250 µs units) of
@@ -349,7 +397,7 @@ fn estimate_after(n: u16, chunk: u16, arrival_ms: impl Fn(u16) -> Option<u32>) -
             })
             .collect();
         // Transport-wide numbers start at 1.
-        e.handle_rtcp(&b.seal_rtcp(&twcc(from + 1, 0, 0, &deltas)))
+        e.handle_rtcp(&b.seal_rtcp(&twcc(from + 1, 0, 0, &deltas)), t0)
             .unwrap();
         from = to;
     }
@@ -406,7 +454,7 @@ fn receiver_report_stops_the_mid_extension() {
     rr.extend_from_slice(&1u32.to_be_bytes());
     rr.extend_from_slice(&0x2000u32.to_be_bytes());
     rr.extend_from_slice(&[0; 20]);
-    e.handle_rtcp(&b.seal_rtcp(&rr)).unwrap();
+    e.handle_rtcp(&b.seal_rtcp(&rr), now).unwrap();
     let later = b.open_rtp(&send(&mut e, v, 2, &payload, now));
     assert!(parse_header(&later)
         .unwrap()
@@ -423,10 +471,10 @@ fn forged_or_malformed_rtcp_is_counted_not_parsed() {
     e.stream("0", video(0x2000));
     let mut sealed = b.seal_rtcp(&nack(0x2000, 1, 0));
     sealed[9] ^= 1;
-    assert!(e.handle_rtcp(&sealed).is_err());
+    assert!(e.handle_rtcp(&sealed, now).is_err());
     // Length field pointing past the end.
     let bad = b.seal_rtcp(&[0x81, 205, 0, 9, 0, 0, 0, 1, 0, 0, 0x20, 0]);
-    assert!(e.handle_rtcp(&bad).is_err());
+    assert!(e.handle_rtcp(&bad, now).is_err());
     assert_eq!(e.stats.rtcp_errors, 2);
     assert_eq!(e.stats.nacks, 0);
 }
@@ -573,7 +621,7 @@ fn allocations_after_warm_up(rounds: u16) -> u64 {
                     r.unwrap();
                 }
                 if i == round {
-                    e.handle_rtcp(&sealed).unwrap();
+                    e.handle_rtcp(&sealed, now).unwrap();
                     while let Some(r) = e.write_rtx(buf, now) {
                         r.unwrap();
                     }
