@@ -2,7 +2,9 @@
 //! so a socket's queue is read with one syscall per wake-up instead of one per datagram.
 //! The buffers are handed out mutable, so SRTP can be opened in place. With
 //! [`enable_timestamps`] on the socket, each datagram also carries the kernel's receive
-//! time, so a reader that reads late still knows when each datagram arrived.
+//! time, so a reader that reads late still knows when each datagram arrived. With
+//! [`enable_gro`], one message may hold several datagrams of one size (a sender's UDP GSO
+//! run, kept whole by the kernel); [`RecvBatch::segment_size`] says where they split.
 
 use std::io;
 use std::mem;
@@ -40,7 +42,35 @@ pub fn enable_timestamps(sock: &impl AsRawFd) -> io::Result<()> {
     }
 }
 
-/// Control buffer for one message: room for a `timespec` cmsg, aligned for `cmsghdr`.
+/// Asks the kernel to hand `sock` a UDP GSO run (or datagrams it coalesced) as one message
+/// with its segment size (`UDP_GRO`, Linux 5.0+), instead of one message per datagram:
+/// one dequeue, copy and control block for the run. Reads of such a socket need slots of
+/// 64 KiB ([`GRO_SLOT`]), or a run is cut and lost.
+pub fn enable_gro(sock: &impl AsRawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket and a c_int option value of the stated length.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            (&on as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Slot size that holds any message of a socket with [`enable_gro`]: the largest UDP
+/// payload a run can carry.
+pub const GRO_SLOT: usize = 65_536;
+
+/// Control buffer for one message: room for a `timespec` and a `UDP_GRO` cmsg, aligned for
+/// `cmsghdr`.
 #[repr(C, align(8))]
 #[derive(Clone, Copy)]
 struct CmsgBuf([u8; 64]);
@@ -52,8 +82,9 @@ pub struct RecvBatch {
     addrs: Vec<libc::sockaddr_storage>,
     /// Per datagram of the last `recv`: length, and whether it was cut to the slot size.
     lens: Vec<(usize, bool)>,
-    /// Per datagram of the last `recv`: the kernel's receive time (since the Unix epoch).
-    stamps: Vec<Option<Duration>>,
+    /// Per message of the last `recv`: the kernel's receive time (since the Unix epoch),
+    /// and the segment size of a coalesced run.
+    stamps: Vec<(Option<Duration>, Option<usize>)>,
     cmsgs: Vec<CmsgBuf>,
     // Syscall scaffolding, built once: its pointers lead into the heap buffers above, which
     // never move or grow, so they stay valid when the batch itself is moved.
@@ -142,7 +173,7 @@ impl RecvBatch {
             let truncated = m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             self.lens
                 .push(((m.msg_len as usize).min(self.slot_size), truncated));
-            self.stamps.push(receive_time(&m.msg_hdr));
+            self.stamps.push(control(&m.msg_hdr));
         }
         Ok(n)
     }
@@ -150,7 +181,14 @@ impl RecvBatch {
     /// When datagram `i` of the last recv arrived, by the kernel's real-time clock (since
     /// the Unix epoch); None unless [`enable_timestamps`] was called on the socket.
     pub fn timestamp(&self, i: usize) -> Option<Duration> {
-        self.stamps.get(i).copied().flatten()
+        self.stamps.get(i).and_then(|s| s.0)
+    }
+
+    /// Where message `i` of the last recv splits into datagrams: every this many bytes (the
+    /// last one may be shorter). None: it is one datagram. Only a socket with
+    /// [`enable_gro`] gets runs.
+    pub fn segment_size(&self, i: usize) -> Option<usize> {
+        self.stamps.get(i).and_then(|s| s.1)
     }
 
     /// Datagram `i` of the last recv: its bytes (mutable, for in-place decryption), its
@@ -185,21 +223,30 @@ impl RecvBatch {
     }
 }
 
-/// The `SCM_TIMESTAMPNS` the kernel put in a received message's control data, if any.
-fn receive_time(hdr: &libc::msghdr) -> Option<Duration> {
+/// The `SCM_TIMESTAMPNS` and `UDP_GRO` segment size the kernel put in a received message's
+/// control data, if any.
+fn control(hdr: &libc::msghdr) -> (Option<Duration>, Option<usize>) {
+    let (mut stamp, mut segment) = (None, None);
     // SAFETY: `hdr` is a message the kernel just filled; CMSG_FIRSTHDR/NXTHDR walk only
-    // within msg_control[..msg_controllen], and the timespec is read unaligned.
+    // within msg_control[..msg_controllen], and the payloads are read unaligned.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(hdr);
         while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == SO_TIMESTAMPNS {
-                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                return Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (libc::SOL_SOCKET, SO_TIMESTAMPNS) => {
+                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    stamp = Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+                }
+                (libc::SOL_UDP, libc::UDP_GRO) => {
+                    let size: libc::c_int = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    segment = usize::try_from(size).ok().filter(|&s| s > 0);
+                }
+                _ => {}
             }
             c = libc::CMSG_NXTHDR(hdr, c);
         }
     }
-    None
+    (stamp, segment)
 }
 
 /// The address the kernel wrote into `s` (IPv4 or IPv6).

@@ -245,3 +245,47 @@ fn recv_batch_gives_kernel_receive_times() {
     assert!(b >= a + Duration::from_millis(25), "{a:?} {b:?}");
     assert_eq!(batch.get_mut(1).unwrap().0, b"two");
 }
+
+#[test]
+fn recv_batch_with_gro_takes_a_gso_run_as_one_message_that_splits_back() {
+    use plenary_srtp::recv_batch::{enable_gro, RecvBatch, GRO_SLOT};
+    if !gso_supported() {
+        return; // a kernel without UDP_SEGMENT sends no runs to keep whole
+    }
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = rx.local_addr().unwrap();
+    enable_gro(&rx).unwrap();
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut send = SendBatch::new(8, 1500);
+    // A run of 5 (the last shorter), then a lone datagram of another size.
+    let sizes = [1100, 1100, 1100, 1100, 300, 77];
+    for (i, &len) in sizes.iter().enumerate() {
+        send.next_buf().unwrap()[..len].copy_from_slice(&datagram(i, len));
+        send.commit(len, Some(to));
+    }
+    assert_eq!(send.flush(&tx).unwrap().gso_messages, 1);
+    let mut batch = RecvBatch::new(4, GRO_SLOT);
+    assert_eq!(batch.recv(&rx).unwrap(), 2, "the run and the lone datagram");
+    assert_eq!(batch.segment_size(0), Some(1100));
+    let (run, src, cut) = batch.get_mut(0).unwrap();
+    assert_eq!(
+        (run.len(), src, cut),
+        (4700, Some(tx.local_addr().unwrap()), false)
+    );
+    let split: Vec<Vec<u8>> = run.chunks(1100).map(<[u8]>::to_vec).collect();
+    let want: Vec<Vec<u8>> = (0..5).map(|i| datagram(i, sizes[i])).collect();
+    assert_eq!(split, want);
+    assert_eq!(batch.segment_size(1), None, "a lone datagram is not a run");
+    assert_eq!(batch.get_mut(1).unwrap().0, &datagram(5, 77)[..]);
+
+    // Without UDP_GRO the kernel splits the run: one message per datagram.
+    let plain = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = plain.local_addr().unwrap();
+    for (i, &len) in sizes[..5].iter().enumerate() {
+        send.next_buf().unwrap()[..len].copy_from_slice(&datagram(i, len));
+        send.commit(len, Some(to));
+    }
+    send.flush(&tx).unwrap();
+    assert_eq!(batch.recv(&plain).unwrap(), 4, "as many as the batch holds");
+    assert_eq!(batch.segment_size(0), None);
+}

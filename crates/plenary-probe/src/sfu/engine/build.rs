@@ -77,12 +77,20 @@ fn bind(ip: IpAddr) -> std::io::Result<UdpSocket> {
     Ok(s.into())
 }
 
-/// The fast path reads in ticks, so it takes each datagram's arrival from the kernel.
+/// The fast path reads in ticks, so it takes each datagram's arrival from the kernel; and
+/// it takes GSO runs whole where the kernel allows (`super::gro_wanted`).
 fn stamp_arrivals(socket: &UdpSocket, fast_receive: bool) {
     #[cfg(target_os = "linux")]
     if fast_receive {
         if let Err(e) = plenary_srtp::recv_batch::enable_timestamps(socket) {
             tracing::warn!("SO_TIMESTAMPNS refused ({e}): arrival times are read times");
+        }
+        // Refused (before Linux 5.0), runs arrive split, one message per datagram: the
+        // reads work either way.
+        if super::gro_wanted() {
+            if let Err(e) = plenary_srtp::recv_batch::enable_gro(socket) {
+                tracing::debug!("UDP_GRO refused ({e}): GSO runs arrive split");
+            }
         }
     }
     #[cfg(not(target_os = "linux"))]

@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 use str0m::media::Mid;
 
 const WAKE: Token = Token(usize::MAX);
-/// Datagrams read from one socket per turn, so one busy peer cannot starve the rest. A
+/// Messages read from one socket per turn, so one busy peer cannot starve the rest. A
 /// socket left readable goes on the backlog and is read again next turn: readiness is
 /// edge-triggered, so waiting for the next event could strand packets until more arrive.
 const READ_BURST: usize = 64;
-/// Largest datagram read; a longer one is cut and dropped.
+/// Largest datagram read; a longer one is cut and dropped. With `UDP_GRO` a message holds
+/// a whole GSO run, up to `GRO_SLOT`.
 const MAX_DATAGRAM: usize = 2048;
 /// On the fast path, while datagrams keep coming, sockets are read once per tick rather
 /// than at every datagram's wake-up: the kernel stamps each datagram's arrival, so reading
@@ -154,7 +155,7 @@ struct Driver {
     lag_snap: LogHistogram,
     lag_step: LogHistogram,
     buf: Vec<u8>,
-    /// The fast path's reads: one `recvmmsg` of up to READ_BURST datagrams per socket turn.
+    /// The fast path's reads: one `recvmmsg` of up to READ_BURST messages per socket turn.
     #[cfg(target_os = "linux")]
     batch: plenary_srtp::recv_batch::RecvBatch,
     /// Sockets that still had datagrams when their turn ended.
@@ -183,7 +184,14 @@ impl Driver {
             lag_step: LogHistogram::new(),
             buf: vec![0u8; MAX_DATAGRAM],
             #[cfg(target_os = "linux")]
-            batch: plenary_srtp::recv_batch::RecvBatch::new(READ_BURST, MAX_DATAGRAM),
+            batch: plenary_srtp::recv_batch::RecvBatch::new(
+                READ_BURST,
+                if coalesce && super::gro_wanted() {
+                    plenary_srtp::recv_batch::GRO_SLOT
+                } else {
+                    MAX_DATAGRAM
+                },
+            ),
             backlog: Vec::new(),
             ready: Vec::new(),
             coalesce,
@@ -493,9 +501,11 @@ fn read_each(buf: &mut [u8], peer: &mut Peer, clock: &Clock) -> bool {
     false
 }
 
-/// Reads up to READ_BURST datagrams with one `recvmmsg`. Each one's arrival time is the
-/// kernel's stamp (the socket asked for them), moved onto the probe's clock; without one,
-/// the time the call returned. True when the socket is empty.
+/// Reads up to READ_BURST messages with one `recvmmsg`; a GSO run kept whole (`UDP_GRO`)
+/// is split back into its datagrams. Each one's arrival time is the kernel's stamp (the
+/// socket asked for them; a run's datagrams share it, as they were sent together), moved
+/// onto the probe's clock; without one, the time the call returned. True when the socket
+/// is empty.
 #[cfg(target_os = "linux")]
 fn read_batch(
     batch: &mut plenary_srtp::recv_batch::RecvBatch,
@@ -515,10 +525,19 @@ fn read_batch(
         let ago_us = batch
             .timestamp(i)
             .map_or(0, |t| wall.saturating_sub(t).as_micros() as u64);
+        let segment = batch.segment_size(i);
         let Some((data, Some(src), false)) = batch.get_mut(i) else {
-            continue; // cut to MAX_DATAGRAM, or no source: nothing a peer sends
+            continue; // cut to the slot, or no source: nothing a peer sends
         };
-        peer.on_datagram(clock, now, now_us.saturating_sub(ago_us), src, data);
+        let arrival_us = now_us.saturating_sub(ago_us);
+        match segment {
+            Some(size) => {
+                for one in data.chunks_mut(size) {
+                    peer.on_datagram(clock, now, arrival_us, src, one);
+                }
+            }
+            None => peer.on_datagram(clock, now, arrival_us, src, data),
+        }
     }
     n < batch.capacity()
 }
