@@ -8,8 +8,9 @@
 #         (default 60 s) staggered by a quarter segment: a quarter of the allocations is
 #         released and re-created every 15 s, and every segment reports its own loss.
 #   SFU:  `plenary sfu` pinned to SERVER_CPU. `plenary probe sfu --scenario assembly` holds
-#         80% of the assembly capacity (default 96 = 80% of 120, the lowest capacity in
-#         loadtest/results/sfu-vs-janus.md; --sfu-capacity to change it) for the whole run,
+#         80% of the assembly capacity (default 240 = 80% of 300, the lowest capacity of the
+#         fast egress default in loadtest/results/assembly-fast-egress.md; --sfu-capacity to
+#         change it) for the whole run,
 #         while small webinar rooms (1 WHIP presenter, WHEP viewers) join, hold 8 s and
 #         leave in a loop: joins and leaves churn beside the assembly.
 #
@@ -28,7 +29,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-MINUTES=30 ONLY="" TURN_CAP="" SFU_CAP=120 SAMPLE=5 SEGMENT=60 OUT=""
+MINUTES=30 ONLY="" TURN_CAP="" SFU_CAP=300 SAMPLE=5 SEGMENT=60 OUT=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --minutes) MINUTES=$2; shift 2 ;;
