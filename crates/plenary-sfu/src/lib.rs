@@ -325,9 +325,8 @@ fn media_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_port(true)?;
-    // Bursts of fan-out and of many publishers arrive faster than one loop pass.
-    let _ = s.set_recv_buffer_size(4 << 20);
-    let _ = s.set_send_buffer_size(4 << 20);
+    let _ = s.set_recv_buffer_size(media::io::SOCKET_BUFFER);
+    let _ = s.set_send_buffer_size(media::io::SOCKET_BUFFER);
     s.bind(&addr.into())?;
     Ok(s.into())
 }

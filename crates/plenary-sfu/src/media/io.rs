@@ -17,6 +17,11 @@ pub(crate) const SHARED: Token = Token(0);
 pub(crate) const WAKER: Token = Token(usize::MAX);
 /// Datagrams read from one socket before looking at the others again.
 const READ_BUDGET: usize = 128;
+/// Kernel buffers asked for on every media socket, shared or connected (the kernel caps
+/// them at `net.core.rmem_max` / `wmem_max`): bursts of fan-out and of many publishers
+/// arrive faster than one loop pass, and after ICE a publisher's media comes in on its
+/// connected socket.
+pub(crate) const SOCKET_BUFFER: usize = 4 << 20;
 
 pub(crate) struct Io {
     pub sock: UdpSocket,
@@ -74,6 +79,10 @@ impl Io {
         )?;
         s.set_reuse_port(true)?;
         s.set_nonblocking(true)?;
+        // Without it a connected socket keeps the default (208 KiB on Debian), and a
+        // publisher's socket overflowed while the worker was busy for a moment.
+        let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = s.set_send_buffer_size(SOCKET_BUFFER);
         s.bind(&self.local.into())?;
         s.connect(&remote.into())?;
         self.register_connected(peer, s.into(), remote)
@@ -230,5 +239,27 @@ mod tests {
         );
         assert_eq!(io.take_strays(), 1);
         assert_eq!(io.take_strays(), 0);
+    }
+
+    /// A connected socket gets the receive buffer the shared socket asked for, not the
+    /// kernel's default. (Where `rmem_max` is no larger than the default, both are equal
+    /// either way.)
+    #[test]
+    fn connected_sockets_get_the_media_buffer() {
+        use socket2::{Domain, Protocol, SockRef, Socket, Type};
+        let shared = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        shared.set_reuse_port(true).unwrap();
+        shared.set_recv_buffer_size(SOCKET_BUFFER).unwrap();
+        shared
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        let shared: UdpSocket = shared.into();
+        let local = shared.local_addr().unwrap();
+        let asked = SockRef::from(&shared).recv_buffer_size().unwrap();
+        let mut io = Io::new(shared, local).unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let conn = io.connect(1, peer.local_addr().unwrap()).unwrap();
+        let got = SockRef::from(&*conn.sock).recv_buffer_size().unwrap();
+        assert_eq!(got, asked);
     }
 }
