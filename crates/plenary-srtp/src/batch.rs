@@ -27,18 +27,7 @@ pub fn gso_supported() -> bool {
         let Ok(sock) = std::net::UdpSocket::bind("127.0.0.1:0") else {
             return false;
         };
-        let size: libc::c_int = 1200;
-        // SAFETY: a valid socket and a c_int option value of the stated length.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_UDP,
-                libc::UDP_SEGMENT,
-                (&size as *const libc::c_int).cast(),
-                mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        rc == 0
+        crate::recv_batch::set_int_option(&sock, libc::SOL_UDP, libc::UDP_SEGMENT, 1200).is_ok()
     })
 }
 

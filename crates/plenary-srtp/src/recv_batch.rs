@@ -24,14 +24,23 @@ const SO_TIMESTAMPNS: libc::c_int = 0x21;
 /// switches stamping on through deferred work the first time a socket asks, so for a few
 /// milliseconds after that a datagram may be stamped when it is read instead.
 pub fn enable_timestamps(sock: &impl AsRawFd) -> io::Result<()> {
-    let on: libc::c_int = 1;
+    set_int_option(sock, libc::SOL_SOCKET, SO_TIMESTAMPNS, 1)
+}
+
+/// `setsockopt` of a `c_int` option.
+pub(crate) fn set_int_option(
+    sock: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: a valid socket and a c_int option value of the stated length.
     let rc = unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
             mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
@@ -47,22 +56,7 @@ pub fn enable_timestamps(sock: &impl AsRawFd) -> io::Result<()> {
 /// one dequeue, copy and control block for the run. Reads of such a socket need slots of
 /// 64 KiB ([`GRO_SLOT`]), or a run is cut and lost.
 pub fn enable_gro(sock: &impl AsRawFd) -> io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: a valid socket and a c_int option value of the stated length.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_UDP,
-            libc::UDP_GRO,
-            (&on as *const libc::c_int).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    set_int_option(sock, libc::SOL_UDP, libc::UDP_GRO, 1)
 }
 
 /// Slot size that holds any message of a socket with [`enable_gro`]: the largest UDP
