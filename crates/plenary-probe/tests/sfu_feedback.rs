@@ -116,7 +116,13 @@ fn fast_path_subscribers_send_twcc_and_nacks_the_sfu_acts_on() {
     // 5% of the video dropped: the viewers ask for it and get retransmissions.
     assert!(n("nacked") > 20, "NACKed packets: {fast}");
     assert!(n("rtx") > 20, "retransmissions received: {fast}");
-    assert!(n("rtt_samples") > 0, "the SFU answered the RRTRs: {fast}");
+    // Each viewer's fast path and its str0m both send a reference time each second, from
+    // two SSRCs; the SFU must answer both (about 7 answers per viewer in the hold). Answering
+    // only the latest of them gave 1 to 11 in all, and failed CI once with 0.
+    assert!(
+        n("rtt_samples") > 4 * 3,
+        "the SFU answered the RRTRs: {fast}"
+    );
 
     assert!(nacks > 0.0, "the SFU counted the viewers' NACKs");
     // Without TWCC the estimator reports its start value once per subscriber (4 here,

@@ -25,7 +25,7 @@ use plenary_srtp::{Error, InboundSrtp, OutboundSrtp, SrtpKeys};
 
 use header::{ExtIds, ExtValues};
 use pacer::{Pacer, Queued};
-use rtcp::{Dlrr, Feedback, SenderInfo};
+use rtcp::{Dlrr, Feedback, ReferenceTimes, SenderInfo, MAX_REFERENCE_TIMES};
 use rtx::{Pending, RtxRing, Sent};
 
 /// How often each stream gets a sender report (str0m's default for video).
@@ -143,9 +143,8 @@ pub(crate) struct Egress {
     next_report: Instant,
     /// Index of the next stream due a sender report in this round.
     report_cursor: usize,
-    /// The subscriber's latest receiver reference time not yet answered: its SSRC, LRR
-    /// and when it came.
-    rrtr: Option<(u32, u32, Instant)>,
+    /// The subscriber's receiver reference times not yet answered.
+    rrtr: ReferenceTimes,
     pub stats: EgressStats,
 }
 
@@ -174,7 +173,7 @@ impl Egress {
             clock: WallClock::now(now),
             next_report: now + SR_INTERVAL,
             report_cursor: 0,
-            rrtr: None,
+            rrtr: ReferenceTimes::default(),
             stats: EgressStats::default(),
         })
     }
@@ -385,7 +384,7 @@ impl Egress {
                     }
                 }
             }
-            Feedback::Rrtr { ssrc, lrr } => *rrtr = Some((ssrc, lrr, now)),
+            Feedback::Rrtr { ssrc, lrr } => rrtr.note(ssrc, lrr, now),
         });
         if !ok {
             self.stats.rtcp_errors += 1;
@@ -468,7 +467,7 @@ impl Egress {
 
     /// Writes the next due sender report as SRTCP into `buf`, one stream per call, for
     /// the streams that have sent since the `Egress` was made. The first one after a
-    /// reference time carries its DLRR answer. `None` when none is due.
+    /// reference time carries its DLRR answer, one item per receiver SSRC. `None` when none is due.
     pub(crate) fn write_report(
         &mut self,
         buf: &mut [u8],
@@ -493,20 +492,17 @@ impl Egress {
                 packets: st.packets,
                 octets: st.octets,
             };
-            let need = rtcp::SR_LEN + rtcp::DLRR_LEN + self.out.profile().rtcp_overhead();
+            let need = rtcp::SR_LEN
+                + rtcp::dlrr_len(MAX_REFERENCE_TIMES)
+                + self.out.profile().rtcp_overhead();
             if buf.len() < need {
                 return Some(Err(Error::BufferTooSmall));
             }
             let mut n = rtcp::write_sr(buf, &info);
-            if let Some((ssrc, lrr, at)) = self.rrtr.take() {
-                // Delay since the reference time came, in 1/65536 s.
-                let waited = now.saturating_duration_since(at).as_micros() as u64;
-                let d = Dlrr {
-                    ssrc,
-                    lrr,
-                    dlrr: (waited * 65_536 / 1_000_000) as u32,
-                };
-                n += rtcp::write_dlrr(&mut buf[n..], info.ssrc, &d);
+            let mut answers = [Dlrr::default(); MAX_REFERENCE_TIMES];
+            let count = self.rrtr.answer(now, &mut answers);
+            if count > 0 {
+                n += rtcp::write_dlrr(&mut buf[n..], info.ssrc, &answers[..count]);
             }
             self.stats.sender_reports += 1;
             return Some(self.out.protect_rtcp(buf, n));

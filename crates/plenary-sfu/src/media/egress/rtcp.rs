@@ -5,6 +5,8 @@
 //! answers a reference time (RFC 3611 §4.5), which gives the receiver its round trip. Walks
 //! the compound packet in place, no allocation.
 
+use std::time::Instant;
+
 const SR: u8 = 200;
 const RR: u8 = 201;
 const RTPFB: u8 = 205;
@@ -16,8 +18,15 @@ const BT_DLRR: u8 = 5;
 
 /// Length of a sender report without report blocks.
 pub(crate) const SR_LEN: usize = 28;
-/// Length of an XR packet with one DLRR block of one item.
-pub(crate) const DLRR_LEN: usize = 24;
+/// Receivers whose reference times wait for an answer at once. A subscriber's transport
+/// has a few receiver SSRCs (a browser's, or a probe's str0m beside its fast path), and
+/// each needs its own DLRR item or its RTT never comes.
+pub(crate) const MAX_REFERENCE_TIMES: usize = 4;
+
+/// Length of an XR packet with one DLRR block of `items` items.
+pub(crate) const fn dlrr_len(items: usize) -> usize {
+    12 + 12 * items
+}
 
 /// One item of interest in a compound RTCP packet.
 #[derive(Debug, Clone, Copy)]
@@ -238,25 +247,74 @@ pub(crate) fn write_sr(buf: &mut [u8], s: &SenderInfo) -> usize {
 
 /// One DLRR item (RFC 3611 §4.5): the answer to receiver `ssrc`'s reference time `lrr`,
 /// `dlrr` after it arrived (both in 1/65536 s).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Dlrr {
     pub ssrc: u32,
     pub lrr: u32,
     pub dlrr: u32,
 }
 
-/// Writes an XR packet from `sender` with one DLRR block of one item into `buf` and returns
-/// its length ([`DLRR_LEN`]); `buf` must hold it.
-pub(crate) fn write_dlrr(buf: &mut [u8], sender: u32, d: &Dlrr) -> usize {
+/// Writes an XR packet from `sender` with one DLRR block of `items` into `buf` and
+/// returns its length ([`dlrr_len`]); `buf` must hold it.
+pub(crate) fn write_dlrr(buf: &mut [u8], sender: u32, items: &[Dlrr]) -> usize {
+    let len = dlrr_len(items.len());
     buf[0] = 0x80;
     buf[1] = XR;
-    buf[2..4].copy_from_slice(&((DLRR_LEN / 4 - 1) as u16).to_be_bytes());
+    buf[2..4].copy_from_slice(&((len / 4 - 1) as u16).to_be_bytes());
     buf[4..8].copy_from_slice(&sender.to_be_bytes());
-    buf[8..12].copy_from_slice(&[BT_DLRR, 0, 0, 3]);
-    buf[12..16].copy_from_slice(&d.ssrc.to_be_bytes());
-    buf[16..20].copy_from_slice(&d.lrr.to_be_bytes());
-    buf[20..24].copy_from_slice(&d.dlrr.to_be_bytes());
-    DLRR_LEN
+    buf[8..10].copy_from_slice(&[BT_DLRR, 0]);
+    buf[10..12].copy_from_slice(&((3 * items.len()) as u16).to_be_bytes());
+    for (d, out) in items.iter().zip(buf[12..len].chunks_exact_mut(12)) {
+        out[..4].copy_from_slice(&d.ssrc.to_be_bytes());
+        out[4..8].copy_from_slice(&d.lrr.to_be_bytes());
+        out[8..12].copy_from_slice(&d.dlrr.to_be_bytes());
+    }
+    len
+}
+
+/// Reference times received and not yet answered, one per receiver SSRC: a newer one
+/// from the same receiver replaces its older, and when all slots are taken the oldest
+/// goes. Fixed size, so a hostile peer sending many SSRCs holds no more.
+#[derive(Debug, Default)]
+pub(crate) struct ReferenceTimes {
+    slots: [Option<(u32, u32, Instant)>; MAX_REFERENCE_TIMES],
+}
+
+impl ReferenceTimes {
+    /// Receiver `ssrc` sent reference time `lrr`, which arrived at `at`.
+    pub(crate) fn note(&mut self, ssrc: u32, lrr: u32, at: Instant) {
+        let slot = match self
+            .slots
+            .iter()
+            .position(|s| matches!(s, Some((x, ..)) if *x == ssrc))
+        {
+            Some(i) => i,
+            None => match self.slots.iter().position(Option::is_none) {
+                Some(i) => i,
+                None => (0..MAX_REFERENCE_TIMES)
+                    .min_by_key(|&i| self.slots[i].map(|(.., t)| t))
+                    .unwrap_or(0),
+            },
+        };
+        self.slots[slot] = Some((ssrc, lrr, at));
+    }
+
+    /// Takes every waiting reference time as its DLRR item answered at `now` into `out`;
+    /// returns how many.
+    pub(crate) fn answer(&mut self, now: Instant, out: &mut [Dlrr; MAX_REFERENCE_TIMES]) -> usize {
+        let mut n = 0;
+        for (ssrc, lrr, at) in self.slots.iter_mut().filter_map(Option::take) {
+            // Delay since the reference time came, in 1/65536 s.
+            let waited = now.saturating_duration_since(at).as_micros() as u64;
+            out[n] = Dlrr {
+                ssrc,
+                lrr,
+                dlrr: (waited * 65_536 / 1_000_000) as u32,
+            };
+            n += 1;
+        }
+        n
+    }
 }
 
 fn be16(b: &[u8], at: usize) -> u16 {

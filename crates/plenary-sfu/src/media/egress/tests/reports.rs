@@ -69,7 +69,7 @@ fn a_reference_time_is_answered_by_the_next_sender_report_with_its_dlrr() {
     let mut buf = [0u8; 200];
     let n = e.write_report(&mut buf, t1).unwrap().unwrap();
     let plain = b.open_rtcp(&buf[..n]);
-    assert_eq!(plain.len(), rtcp::SR_LEN + rtcp::DLRR_LEN);
+    assert_eq!(plain.len(), rtcp::SR_LEN + rtcp::dlrr_len(1));
     let xr = &plain[rtcp::SR_LEN..];
     assert_eq!(&xr[..4], &[0x80, 207, 0, 5]);
     assert_eq!(&xr[4..8], &0x2000u32.to_be_bytes());
@@ -81,6 +81,68 @@ fn a_reference_time_is_answered_by_the_next_sender_report_with_its_dlrr() {
     assert!(e.write_report(&mut buf, t1).is_none());
     let n = e.write_report(&mut buf, t2).unwrap().unwrap();
     assert_eq!(b.open_rtcp(&buf[..n]).len(), rtcp::SR_LEN);
+}
+
+/// An XR from receiver `ssrc` with one RRTR whose NTP time has `lrr` as middle 32 bits.
+fn rrtr(ssrc: u32, lrr: u32) -> Vec<u8> {
+    let mut x = vec![0x80, 207, 0, 4];
+    x.extend_from_slice(&ssrc.to_be_bytes());
+    x.extend_from_slice(&[4, 0, 0, 2, 0, 0]);
+    x.extend_from_slice(&lrr.to_be_bytes());
+    x.extend_from_slice(&[0, 0]);
+    x
+}
+
+#[test]
+fn every_receiver_ssrc_gets_its_own_dlrr_item_and_the_oldest_gives_way_when_full() {
+    let (k, bk) = keys(SrtpProfile::AeadAes128Gcm);
+    let t0 = Instant::now();
+    let mut e = Egress::new(&k, None, t0).unwrap();
+    let mut b = Browser::new(&bk);
+    let v = e.stream("0", video(0x2000));
+    send(&mut e, v, 1, &Arc::from(&[1u8; 200][..]), t0);
+    let ms = |m: u64| t0 + Duration::from_millis(m);
+    // Two receivers on one transport, interleaved: each keeps its own latest time.
+    e.handle_rtcp(&b.seal_rtcp(&rrtr(7, 0x70)), ms(100))
+        .unwrap();
+    e.handle_rtcp(&b.seal_rtcp(&rrtr(8, 0x80)), ms(200))
+        .unwrap();
+    e.handle_rtcp(&b.seal_rtcp(&rrtr(7, 0x71)), ms(300))
+        .unwrap();
+    let t1 = t0 + SR_INTERVAL + Duration::from_millis(50);
+    let mut buf = [0u8; 300];
+    let n = e.write_report(&mut buf, t1).unwrap().unwrap();
+    let plain = b.open_rtcp(&buf[..n]);
+    assert_eq!(plain.len(), rtcp::SR_LEN + rtcp::dlrr_len(2));
+    let xr = &plain[rtcp::SR_LEN..];
+    assert_eq!(&xr[..4], &[0x80, 207, 0, 8]);
+    assert_eq!(&xr[8..12], &[5, 0, 0, 6], "one block of two items");
+    let items: Vec<(u32, u32)> = xr[12..]
+        .chunks_exact(12)
+        .map(|c| {
+            let w = |at: usize| u32::from_be_bytes(c[at..at + 4].try_into().unwrap());
+            (w(0), w(4))
+        })
+        .collect();
+    assert_eq!(items, [(7, 0x71), (8, 0x80)]);
+    assert!(e.write_report(&mut buf, t1).is_none(), "the round ends");
+
+    // More receivers than slots: the oldest waiting time is the one dropped.
+    for (i, ssrc) in (10..10 + rtcp::MAX_REFERENCE_TIMES as u32 + 1).enumerate() {
+        let at = t1 + Duration::from_millis(10 * i as u64);
+        e.handle_rtcp(&b.seal_rtcp(&rrtr(ssrc, ssrc)), at).unwrap();
+    }
+    let t2 = t1 + SR_INTERVAL + Duration::from_millis(100);
+    let n = e.write_report(&mut buf, t2).unwrap().unwrap();
+    let plain = b.open_rtcp(&buf[..n]);
+    let xr = &plain[rtcp::SR_LEN..];
+    assert_eq!(xr.len(), rtcp::dlrr_len(rtcp::MAX_REFERENCE_TIMES));
+    let answered: Vec<u32> = xr[12..]
+        .chunks_exact(12)
+        .map(|c| u32::from_be_bytes(c[..4].try_into().unwrap()))
+        .collect();
+    assert!(!answered.contains(&10), "the oldest went: {answered:?}");
+    assert!(answered.contains(&(10 + rtcp::MAX_REFERENCE_TIMES as u32)));
 }
 
 #[test]
