@@ -74,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
                 marker: false,
                 audio_level: None,
                 voice_activity: None,
+                video_orientation: None,
                 payload: &body,
             };
             link_a.handle.send_media(&p);

@@ -1,7 +1,8 @@
 //! The link format, with no sockets: tests and the fuzzer drive it directly.
 //!
 //! Datagram = QUIC varint flow id, then one RTP packet (RFC 3550 header, an optional RFC 8285
-//! one-byte extension block carrying the RFC 6464 audio level, then the payload). The flow id
+//! one-byte extension block carrying the RFC 6464 audio level and the video orientation, then
+//! the payload). The flow id
 //! is `track << 2 | layer`, `track` being the id the owning node gave the track.
 //!
 //! Control = frames of a 4-byte big-endian length then a JSON `ControlMsg`, at most
@@ -14,6 +15,9 @@ pub const MAX_CONTROL_FRAME: usize = 256 * 1024;
 
 /// RFC 8285 one-byte extension id used for the RFC 6464 audio level on the link.
 pub const AUDIO_LEVEL_EXT_ID: u8 = 1;
+/// RFC 8285 one-byte extension id used for the video orientation (3GPP TS 26.114 §7.4.5,
+/// "urn:3gpp:video-orientation"). A node that predates it skips the element.
+pub const VIDEO_ORIENTATION_EXT_ID: u8 = 2;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
@@ -44,6 +48,8 @@ pub struct MediaPacket<'a> {
     /// RFC 6464: level in -dBov (0..=127), as a negative value like str0m's.
     pub audio_level: Option<i8>,
     pub voice_activity: Option<bool>,
+    /// The video orientation byte (C, F and the two rotation bits) the publisher sent.
+    pub video_orientation: Option<u8>,
     pub payload: &'a [u8],
 }
 

@@ -78,6 +78,7 @@ async fn hello_control_and_media_both_ways() {
         marker: seq.is_multiple_of(10),
         audio_level: seq.is_multiple_of(2).then_some(-((seq % 100) as i8)),
         voice_activity: seq.is_multiple_of(2).then_some(seq.is_multiple_of(4)),
+        video_orientation: seq.is_multiple_of(3).then_some((seq % 16) as u8),
         payload: &payload[..usize::from(seq) % 1000],
     };
     let receiver = b_link.handle.clone();
@@ -139,6 +140,7 @@ async fn oversized_media_is_dropped_not_sent() {
         marker: false,
         audio_level: None,
         voice_activity: None,
+        video_orientation: None,
         payload: &big,
     };
     assert!(!a_link.handle.send_media(&p));

@@ -91,6 +91,7 @@ async fn links_record_traffic_rtt_failures_and_bad_frames() {
         marker: false,
         audio_level: None,
         voice_activity: None,
+        video_orientation: None,
         payload: &payload,
     };
     for _ in 0..10 {

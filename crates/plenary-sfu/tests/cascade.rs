@@ -10,6 +10,7 @@ use common::redis::Redis;
 use common::*;
 use plenary_sfu::{CascadeConfig, RunningSfu};
 use str0m::media::MediaKind;
+use str0m::rtp::VideoOrientation;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -150,6 +151,18 @@ async fn participants_on_two_nodes_see_and_hear_each_other() {
             "video from {from} only"
         );
         assert!(by_seq(&video)[0].key, "{}: starts at a keyframe", c.id);
+        // Each frame's rotation crossed the link with it.
+        let frames: std::collections::HashSet<u32> = video.iter().map(|r| r.ts).collect();
+        let rotated = video
+            .iter()
+            .filter(|r| r.rotation == Some(VideoOrientation::Deg90))
+            .count();
+        assert!(
+            rotated * 10 >= frames.len() * 9,
+            "{}: {rotated} of {} frames kept their rotation",
+            c.id,
+            frames.len()
+        );
     }
     // The speaker is decided room-wide: ada talks alone, then bob alone; both nodes name the
     // new speaker, within 300 ms of each other.

@@ -11,7 +11,7 @@ use plenary_sfu::{serve, EgressPath, RunningSfu, SfuConfig};
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::RtpWrite;
+use str0m::rtp::{ExtensionValues, RtpWrite, VideoOrientation};
 use str0m::{Candidate, Event, Input, Output, RtcConfig};
 
 struct HttpResp {
@@ -88,6 +88,8 @@ struct Shared {
     sent: AtomicU64,
     got_video: AtomicU64,
     got_audio: AtomicU64,
+    /// Viewer: frame-ending video packets that came with the publisher's rotation.
+    got_rotated: AtomicU64,
     keyframe_requests: AtomicU64,
     /// Viewer: drop every n-th video RTP datagram on arrival (0: none), before str0m sees
     /// it, so only a retransmission can make it up.
@@ -162,6 +164,12 @@ fn client(
                         let mid = rtc.direct_api().stream_rx(&p.header.ssrc).map(|s| s.mid());
                         if mid == Some(vmid) {
                             sh.got_video.fetch_add(1, Ordering::SeqCst);
+                            if p.header.marker
+                                && p.header.ext_vals.video_orientation
+                                    == Some(VideoOrientation::Deg90)
+                            {
+                                sh.got_rotated.fetch_add(1, Ordering::SeqCst);
+                            }
                         } else if mid == Some(amid) {
                             sh.got_audio.fetch_add(1, Ordering::SeqCst);
                         }
@@ -177,11 +185,18 @@ fn client(
                     seq += 1;
                     let mut api = rtc.direct_api();
                     let tx = api.stream_tx_by_mid(vmid, None).expect("video tx");
-                    // 90 kHz clock, 5 packets per frame at 100 fps-ish pacing.
+                    // 90 kHz clock, 5 packets per frame at 100 fps-ish pacing. A phone held
+                    // upright: each frame's last packet says it is turned 90 degrees.
                     let ts = (seq / 5 * 900) as u32;
+                    let last = seq.is_multiple_of(5);
+                    let ext = ExtensionValues {
+                        video_orientation: last.then_some(VideoOrientation::Deg90),
+                        ..ExtensionValues::default()
+                    };
                     tx.write_rtp(
                         RtpWrite::new(vpt, seq.into(), ts, now, video.clone())
-                            .marker(seq.is_multiple_of(5))
+                            .marker(last)
+                            .ext_vals(ext)
                             .nackable(true),
                     );
                     if seq.is_multiple_of(4) {
@@ -250,6 +265,8 @@ struct Run {
     sent: u64,
     video: u64,
     audio: u64,
+    /// Frames that reached the viewer still saying how they are rotated.
+    rotated: u64,
     keyframes: u64,
     deletes: (u16, u16, u16),
     /// Media workers of the publisher and the viewer (low byte of their resource ids).
@@ -303,6 +320,7 @@ fn publish_and_view_lossy(addr: SocketAddr, room: &str, n: u64, drop_every: u64)
         sent: publ.sent.load(Ordering::SeqCst),
         video: view.got_video.load(Ordering::SeqCst),
         audio: view.got_audio.load(Ordering::SeqCst),
+        rotated: view.got_rotated.load(Ordering::SeqCst),
         keyframes: publ.keyframe_requests.load(Ordering::SeqCst),
         workers: (worker_of_location(&pub_loc), worker_of_location(&view_loc)),
         deletes: (
@@ -339,6 +357,13 @@ fn assert_complete(run: &Run, n: u64) {
         "viewer got {} of {} audio packets",
         run.audio,
         n / 4
+    );
+    // Without the orientation a phone's upright picture shows on its side.
+    assert!(
+        run.rotated * 10 >= (n / 5) * 9,
+        "{} of {} frames kept their rotation",
+        run.rotated,
+        n / 5
     );
     assert!(
         run.keyframes >= 1,

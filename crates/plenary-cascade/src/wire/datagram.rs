@@ -1,11 +1,12 @@
 //! Media datagrams: QUIC varint flow id, then an RTP packet.
 
-use super::{MediaPacket, WireError, AUDIO_LEVEL_EXT_ID};
+use super::{MediaPacket, WireError, AUDIO_LEVEL_EXT_ID, VIDEO_ORIENTATION_EXT_ID};
 use bytes::BufMut;
 
 const RTP_HEADER: usize = 12;
-/// One-byte-header profile, then one word: the audio level element and two pad bytes.
-const LEVEL_EXT_LEN: usize = 8;
+/// One-byte-header profile, then one word: the audio level and video orientation elements
+/// (two bytes each), a missing one padded.
+const EXT_LEN: usize = 8;
 const ONE_BYTE_PROFILE: u16 = 0xBEDE;
 /// RFC 8285 two-byte-header profiles are 0x1000..=0x100F (low nibble: appbits).
 const TWO_BYTE_PROFILE_MASK: u16 = 0xFFF0;
@@ -58,12 +59,12 @@ fn level_byte(level: i8, voice: Option<bool>) -> u8 {
 
 /// Exact size `write_datagram` produces, to check it against the path's datagram limit first.
 pub fn datagram_len(p: &MediaPacket<'_>) -> usize {
-    let ext = if p.audio_level.is_some() {
-        LEVEL_EXT_LEN
-    } else {
-        0
-    };
+    let ext = if has_elements(p) { EXT_LEN } else { 0 };
     varint_len(flow_id(p)) + RTP_HEADER + ext + p.payload.len()
+}
+
+fn has_elements(p: &MediaPacket<'_>) -> bool {
+    p.audio_level.is_some() || p.video_orientation.is_some()
 }
 
 /// Appends the datagram for `p` to `out` (a `Vec<u8>` or a reused `BytesMut`).
@@ -72,19 +73,27 @@ pub fn datagram_len(p: &MediaPacket<'_>) -> usize {
 /// `Some(level)` with `None` activity decodes as `Some(false)`.
 pub fn write_datagram<B: BufMut>(p: &MediaPacket<'_>, out: &mut B) {
     put_varint(flow_id(p), out);
-    let ext = p.audio_level.is_some();
+    let ext = has_elements(p);
     out.put_u8(0x80 | if ext { 0x10 } else { 0 });
     debug_assert!(p.pt < 128, "payload type {} over 7 bits", p.pt);
     out.put_u8(if p.marker { 0x80 } else { 0 } | (p.pt & 0x7F));
     out.put_u16(p.seq);
     out.put_u32(p.ts);
     out.put_u32(p.ssrc);
-    if let Some(level) = p.audio_level {
+    if ext {
         out.put_u16(ONE_BYTE_PROFILE);
         out.put_u16(1); // length in 32-bit words
-        out.put_u8(AUDIO_LEVEL_EXT_ID << 4); // low nibble: length - 1 = 0
-        out.put_u8(level_byte(level, p.voice_activity));
-        out.put_u16(0); // padding to the word
+                        // Each element: id, low nibble length - 1 = 0, then its byte.
+        match p.audio_level {
+            Some(level) => {
+                out.put_slice(&[AUDIO_LEVEL_EXT_ID << 4, level_byte(level, p.voice_activity)])
+            }
+            None => out.put_u16(0),
+        }
+        match p.video_orientation {
+            Some(cvo) => out.put_slice(&[VIDEO_ORIENTATION_EXT_ID << 4, cvo]),
+            None => out.put_u16(0),
+        }
     }
     out.put_slice(p.payload);
 }
@@ -124,7 +133,7 @@ pub fn decode_datagram(buf: &[u8]) -> Result<MediaPacket<'_>, WireError> {
     if pos > rtp.len() {
         return Err(WireError::Short);
     }
-    let mut level = None;
+    let (mut level, mut cvo) = (None, None);
     if has_ext {
         let head = rtp.get(pos..pos + 4).ok_or(WireError::BadRtp)?;
         let profile = u16::from_be_bytes([head[0], head[1]]);
@@ -133,7 +142,7 @@ pub fn decode_datagram(buf: &[u8]) -> Result<MediaPacket<'_>, WireError> {
             .get(pos + 4..pos + 4 + 4 * words)
             .ok_or(WireError::BadRtp)?;
         if profile == ONE_BYTE_PROFILE {
-            level = find_level(body)?;
+            (level, cvo) = find_elements(body)?;
         } else if profile & TWO_BYTE_PROFILE_MASK == TWO_BYTE_PROFILE {
             check_two_byte(body)?;
         }
@@ -158,14 +167,16 @@ pub fn decode_datagram(buf: &[u8]) -> Result<MediaPacket<'_>, WireError> {
         marker,
         audio_level: level.map(|b: u8| -((b & 0x7F) as i8)),
         voice_activity: level.map(|b| b & 0x80 != 0),
+        video_orientation: cvo,
         payload: &rtp[pos..end],
     })
 }
 
-/// Walks RFC 8285 one-byte elements; returns the audio level byte if present.
-fn find_level(body: &[u8]) -> Result<Option<u8>, WireError> {
+/// Walks RFC 8285 one-byte elements; returns the audio level and video orientation bytes
+/// that are present.
+fn find_elements(body: &[u8]) -> Result<(Option<u8>, Option<u8>), WireError> {
     let mut i = 0;
-    let mut level = None;
+    let (mut level, mut cvo) = (None, None);
     while let Some(&b) = body.get(i) {
         if b == 0 {
             i += 1; // padding byte between elements
@@ -177,12 +188,14 @@ fn find_level(body: &[u8]) -> Result<Option<u8>, WireError> {
         }
         let len = usize::from(b & 0x0F) + 1;
         let data = body.get(i + 1..i + 1 + len).ok_or(WireError::BadRtp)?;
-        if id == AUDIO_LEVEL_EXT_ID {
-            level = Some(data[0]);
+        match id {
+            AUDIO_LEVEL_EXT_ID => level = Some(data[0]),
+            VIDEO_ORIENTATION_EXT_ID => cvo = Some(data[0]),
+            _ => {}
         }
         i += 1 + len;
     }
-    Ok(level)
+    Ok((level, cvo))
 }
 
 /// Two-byte-header elements are skipped, but a block that overruns itself is still malformed.
@@ -218,6 +231,7 @@ mod tests {
             marker: true,
             audio_level: None,
             voice_activity: None,
+            video_orientation: None,
             payload,
         }
     }
@@ -228,16 +242,19 @@ mod tests {
         let mut out = Vec::new();
         for track in [0, 15, 16, 4095, 4096, (1 << 28) - 1, 1 << 28, (1 << 60) - 1] {
             for layer in 0..=2 {
-                for (level, voice) in [
-                    (None, None),
-                    (Some(-30), Some(true)),
-                    (Some(0), Some(false)),
+                for (level, voice, cvo) in [
+                    (None, None, None),
+                    (Some(-30), Some(true), None),
+                    (Some(0), Some(false), None),
+                    (None, None, Some(0b1101)),
+                    (Some(-1), Some(true), Some(1)),
                 ] {
                     let p = MediaPacket {
                         track,
                         layer,
                         audio_level: level,
                         voice_activity: voice,
+                        video_orientation: cvo,
                         ..packet(&payload)
                     };
                     encode_datagram(&p, &mut out);
@@ -264,6 +281,25 @@ mod tests {
         assert_eq!(out[2], 0x80 | 96);
         assert_eq!(&out[13..21], &[0xBE, 0xDE, 0, 1, 0x10, 0x80 | 30, 0, 0]);
         assert_eq!(&out[21..], b"op");
+    }
+
+    #[test]
+    fn writes_the_video_orientation_element_in_the_same_word() {
+        let p = MediaPacket {
+            track: 1,                        // a 1-byte varint
+            video_orientation: Some(0b1001), // flipped, 90 degrees
+            ..packet(b"op")
+        };
+        let mut out = Vec::new();
+        encode_datagram(&p, &mut out);
+        assert_eq!(out.len(), datagram_len(&p));
+        // No level: its two bytes are padding; then id 2, length 1, the byte.
+        assert_eq!(&out[13..21], &[0xBE, 0xDE, 0, 1, 0, 0, 0x20, 0b1001]);
+        // A node that predates the element skips it: its decoder saw an unknown id.
+        assert_eq!(
+            decode_datagram(&out).unwrap().video_orientation,
+            Some(0b1001)
+        );
     }
 
     #[test]

@@ -509,6 +509,7 @@ impl LinkCore {
             received: now,
             audio_level: p.audio_level,
             voice_activity: p.voice_activity,
+            video_orientation: p.video_orientation,
         };
         Some((
             to,
@@ -574,6 +575,7 @@ pub(crate) fn wire_packet(track: u64, layer: u8, packet: &Packet) -> MediaPacket
         marker: packet.marker,
         audio_level: packet.audio_level,
         voice_activity: packet.voice_activity,
+        video_orientation: packet.video_orientation,
         payload: &packet.payload,
     }
 }

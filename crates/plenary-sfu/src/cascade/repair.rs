@@ -76,6 +76,7 @@ mod tests {
             received: Instant::now(),
             audio_level: None,
             voice_activity: None,
+            video_orientation: None,
         }
     }
 

@@ -112,6 +112,7 @@ pub(super) fn stream_of(sub: &mut Peer, i: usize, out_pt: Pt) -> Option<usize> {
     let exts = sub.rtc.media(mid)?.remote_extmap();
     let ext = ExtIds {
         audio_level: exts.id_of(Extension::AudioLevel),
+        video_orientation: exts.id_of(Extension::VideoOrientation),
         transport_cc: exts.id_of(Extension::TransportSequenceNumber),
         abs_send_time: exts.id_of(Extension::AbsoluteSendTime),
         mid: exts.id_of(Extension::RtpMid),

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, VideoOrientation};
 
 use super::egress::Media;
 use super::fast::Route;
@@ -120,6 +120,8 @@ impl MediaLoop {
         if kind == MediaKind::Audio {
             ext.audio_level = p.audio_level;
             ext.voice_activity = p.voice_activity;
+        } else {
+            ext.video_orientation = p.video_orientation.map(VideoOrientation::from);
         }
         let start_bps = self
             .config
@@ -208,6 +210,7 @@ impl MediaLoop {
                     } else {
                         None
                     },
+                    video_orientation: p.video_orientation,
                 };
                 match eg.forward(buf, &m, now) {
                     Ok(Some(n)) => {

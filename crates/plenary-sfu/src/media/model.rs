@@ -33,6 +33,9 @@ pub(crate) struct Packet {
     pub received: Instant,
     pub audio_level: Option<i8>,
     pub voice_activity: Option<bool>,
+    /// The video orientation's rotation bits (str0m reads no more of the byte): a phone
+    /// publishing upright sends its frames sideways with this set.
+    pub video_orientation: Option<u8>,
 }
 
 impl From<&str0m::rtp::RtpPacket> for Packet {
@@ -47,6 +50,7 @@ impl From<&str0m::rtp::RtpPacket> for Packet {
             received: p.timestamp,
             audio_level: p.header.ext_vals.audio_level,
             voice_activity: p.header.ext_vals.voice_activity,
+            video_orientation: p.header.ext_vals.video_orientation.map(|v| v as u8),
         }
     }
 }

@@ -25,7 +25,7 @@ use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpWrite};
+use str0m::rtp::{ExtensionValues, RtpWrite, VideoOrientation};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -128,6 +128,8 @@ pub struct Rec {
     /// First packet of a keyframe (S bit, PID 0, P bit 0).
     pub key: bool,
     pub level: Option<i8>,
+    /// Video orientation: publishers here say "90 degrees" on each frame's last packet.
+    pub rotation: Option<VideoOrientation>,
     pub at: Instant,
     /// RTP payload bytes.
     pub bytes: usize,
@@ -389,9 +391,15 @@ impl SenderState {
                         let payload =
                             vp8_payload(self.tag, i as u8, l.picture_id, k == 0, key, len);
                         l.seq += 1;
+                        let last = k + 1 == packets;
+                        let ext = ExtensionValues {
+                            video_orientation: last.then_some(VideoOrientation::Deg90),
+                            ..ExtensionValues::default()
+                        };
                         tx.write_rtp(
                             RtpWrite::new(vpt, l.seq.into(), ts, now, Arc::<[u8]>::from(payload))
-                                .marker(k + 1 == packets)
+                                .marker(last)
+                                .ext_vals(ext)
                                 .nackable(true),
                         );
                     }
@@ -518,6 +526,7 @@ fn peer_loop(
                             layer,
                             key,
                             level: p.header.ext_vals.audio_level,
+                            rotation: p.header.ext_vals.video_orientation,
                             at: Instant::now(),
                             bytes: p.payload.len(),
                         });

@@ -11,6 +11,7 @@ fn packet(ssrc: u32, seq: u64, len: usize) -> Packet {
         received: Instant::now(),
         audio_level: None,
         voice_activity: None,
+        video_orientation: None,
     }
 }
 
@@ -214,6 +215,7 @@ fn remote_ids_map_to_the_links_pseudo_worker_and_back() {
         marker: true,
         audio_level: None,
         voice_activity: None,
+        video_orientation: None,
         payload: &[1, 2, 3],
     };
     let (mask, msg) = core.on_datagram(&dg, Instant::now(), &mut out).unwrap();

@@ -5,15 +5,16 @@ use std::time::Duration;
 
 use plenary_srtp::rtp::{write_rtp_header, RtpFields};
 
-/// Largest header we write: 12 fixed + 4 block header + audio level (2) + transport-wide
-/// seq (3) + abs-send-time (4) + mid (at most 17), padded.
-pub(crate) const MAX_HEADER: usize = 12 + 4 + 2 + 3 + 4 + 17 + 2;
+/// Largest header we write: 12 fixed + 4 block header + audio level (2) + video
+/// orientation (2) + transport-wide seq (3) + abs-send-time (4) + mid (at most 17), padded.
+pub(crate) const MAX_HEADER: usize = 12 + 4 + 2 + 2 + 3 + 4 + 17 + 2;
 
 /// Negotiated extension ids of one m-line; `None` when not negotiated or not writable in
 /// the one-byte form (ids 15 and up).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct ExtIds {
     pub audio_level: Option<u8>,
+    pub video_orientation: Option<u8>,
     pub transport_cc: Option<u8>,
     pub abs_send_time: Option<u8>,
     pub mid: Option<u8>,
@@ -25,6 +26,7 @@ impl ExtIds {
         let ok = |id: Option<u8>| id.filter(|i| (1..=14).contains(i));
         Self {
             audio_level: ok(self.audio_level),
+            video_orientation: ok(self.video_orientation),
             transport_cc: ok(self.transport_cc),
             abs_send_time: ok(self.abs_send_time),
             mid: ok(self.mid),
@@ -37,6 +39,8 @@ impl ExtIds {
 pub(crate) struct ExtValues<'a> {
     /// RFC 6464: level in -dBov (0..=127) and the voice activity flag.
     pub audio_level: Option<(u8, bool)>,
+    /// 3GPP TS 26.114 §7.4.5: camera, flip and rotation bits, as the publisher sent them.
+    pub video_orientation: Option<u8>,
     pub transport_cc: Option<u16>,
     /// Wall-clock time since the Unix epoch, for abs-send-time.
     pub abs_send_time: Option<Duration>,
@@ -61,13 +65,19 @@ pub(crate) fn write_header(
     vals: &ExtValues<'_>,
 ) -> Result<usize, plenary_srtp::Error> {
     let level;
+    let cvo;
     let tw;
     let abs;
-    let mut exts: [(u8, &[u8]); 4] = [(0, &[]); 4];
+    let mut exts: [(u8, &[u8]); 5] = [(0, &[]); 5];
     let mut n = 0;
     if let (Some(id), Some((l, voice))) = (ids.audio_level, vals.audio_level) {
         level = [(l & 0x7f) | if voice { 0x80 } else { 0 }];
         exts[n] = (id, &level);
+        n += 1;
+    }
+    if let (Some(id), Some(v)) = (ids.video_orientation, vals.video_orientation) {
+        cvo = [v];
+        exts[n] = (id, &cvo);
         n += 1;
     }
     if let (Some(id), Some(seq)) = (ids.transport_cc, vals.transport_cc) {

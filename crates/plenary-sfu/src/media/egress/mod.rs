@@ -24,7 +24,7 @@ use plenary_srtp::rtp::RtpFields;
 use plenary_srtp::{Error, InboundSrtp, OutboundSrtp, SrtpKeys};
 
 use header::{ExtIds, ExtValues};
-use pacer::{Pacer, Queued};
+use pacer::Pacer;
 use rtcp::{Dlrr, Feedback, ReferenceTimes, SenderInfo, MAX_REFERENCE_TIMES};
 use rtx::{Pending, RtxRing, Sent};
 
@@ -64,8 +64,11 @@ struct Stream {
     last: Option<(u32, Instant)>,
 }
 
-/// One forwarded packet, already rewritten by the slot's switcher.
-pub(crate) struct Media<'a> {
+/// One forwarded packet, already rewritten by the slot's switcher: the header fields and
+/// the publisher's shared payload, borrowed on the way through ([`Media`]) or owned while
+/// the pacer holds it back (`pacer::Queued`).
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing<P> {
     pub stream: usize,
     pub pt: u8,
     /// RTX payload type paired with `pt`, if negotiated.
@@ -73,9 +76,30 @@ pub(crate) struct Media<'a> {
     pub seq: u16,
     pub ts: u32,
     pub marker: bool,
-    pub payload: &'a Arc<[u8]>,
+    pub payload: P,
     /// RFC 6464 level (-dBov, 0..=127) and voice activity.
     pub audio_level: Option<(u8, bool)>,
+    /// The publisher's video orientation byte (3GPP TS 26.114 §7.4.5).
+    pub video_orientation: Option<u8>,
+}
+
+pub(crate) type Media<'a> = Outgoing<&'a Arc<[u8]>>;
+
+impl<P> Outgoing<P> {
+    /// The same packet with `payload` (a type-changing struct update is not stable Rust).
+    fn with_payload<Q>(&self, payload: Q) -> Outgoing<Q> {
+        Outgoing {
+            stream: self.stream,
+            pt: self.pt,
+            rtx_pt: self.rtx_pt,
+            seq: self.seq,
+            ts: self.ts,
+            marker: self.marker,
+            payload,
+            audio_level: self.audio_level,
+            video_orientation: self.video_orientation,
+        }
+    }
 }
 
 /// Counters the worker adds to its metrics.
@@ -225,15 +249,7 @@ impl Egress {
         if !video {
             self.pacer.spend(rate, m.payload.len(), now);
         } else if !self.pacer.admit(rate, m.payload.len(), now) {
-            let queued = self.pacer.push(Queued {
-                stream: m.stream,
-                pt: m.pt,
-                rtx_pt: m.rtx_pt,
-                seq: m.seq,
-                ts: m.ts,
-                marker: m.marker,
-                payload: m.payload.clone(),
-            });
+            let queued = self.pacer.push(m.with_payload(m.payload.clone()));
             if !queued {
                 self.stats.paced_drops += 1;
             }
@@ -254,16 +270,7 @@ impl Egress {
         now: Instant,
     ) -> Option<Result<usize, Error>> {
         let q = self.pacer.pop(self.pace_bps(), now)?;
-        let m = Media {
-            stream: q.stream,
-            pt: q.pt,
-            rtx_pt: q.rtx_pt,
-            seq: q.seq,
-            ts: q.ts,
-            marker: q.marker,
-            payload: &q.payload,
-            audio_level: None,
-        };
+        let m = q.with_payload(&q.payload);
         Some(self.write_media(buf, &m, now))
     }
 
@@ -300,6 +307,7 @@ impl Egress {
         };
         let vals = ExtValues {
             audio_level: m.audio_level,
+            video_orientation: m.video_orientation,
             transport_cc: tw,
             abs_send_time: Some(self.clock.since_epoch(now)),
             mid: (!st.acked).then_some(&st.mid[..st.mid_len]),
@@ -316,6 +324,7 @@ impl Egress {
                 ts: m.ts,
                 marker: m.marker,
                 pt: rtx_pt,
+                video_orientation: m.video_orientation,
                 payload: m.payload.clone(),
             });
         }
@@ -434,6 +443,7 @@ impl Egress {
             };
             let vals = ExtValues {
                 audio_level: None,
+                video_orientation: sent.video_orientation,
                 transport_cc: tw,
                 abs_send_time: Some(self.clock.since_epoch(now)),
                 mid: (!st.acked).then_some(&st.mid[..st.mid_len]),

@@ -16,15 +16,7 @@ const BURST: Duration = Duration::from_millis(25);
 pub(crate) const MAX_QUEUE: usize = 1024;
 
 /// A video packet waiting for budget (the payload is the shared `Arc`, not a copy).
-pub(crate) struct Queued {
-    pub stream: usize,
-    pub pt: u8,
-    pub rtx_pt: Option<u8>,
-    pub seq: u16,
-    pub ts: u32,
-    pub marker: bool,
-    pub payload: Arc<[u8]>,
-}
+pub(crate) type Queued = super::Outgoing<Arc<[u8]>>;
 
 pub(crate) struct Pacer {
     /// Bytes that may go now; negative after a packet larger than what was left.

@@ -18,6 +18,7 @@ pub(crate) struct Sent {
     pub ts: u32,
     pub marker: bool,
     pub pt: u8,
+    pub video_orientation: Option<u8>,
     pub payload: Arc<[u8]>,
 }
 

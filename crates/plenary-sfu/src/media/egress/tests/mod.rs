@@ -10,12 +10,14 @@ use plenary_srtp::{DtlsRole, InboundSrtp, OutboundSrtp, SrtpKeys, SrtpProfile};
 use super::header::ExtIds;
 use super::*;
 
+mod extensions;
 mod reports;
 
 const TW: u8 = 3;
 const LEVEL: u8 = 1;
 const ABS: u8 = 2;
 const MID: u8 = 4;
+const CVO: u8 = 13;
 
 fn keys(profile: SrtpProfile) -> (SrtpKeys, SrtpKeys) {
     let material: Vec<u8> = (0..profile.keying_material_len())
@@ -29,6 +31,7 @@ fn keys(profile: SrtpProfile) -> (SrtpKeys, SrtpKeys) {
 fn ids() -> ExtIds {
     ExtIds {
         audio_level: Some(LEVEL),
+        video_orientation: Some(CVO),
         transport_cc: Some(TW),
         abs_send_time: Some(ABS),
         mid: Some(MID),
@@ -103,6 +106,7 @@ fn send(e: &mut Egress, stream: usize, seq: u16, payload: &Arc<[u8]>, now: Insta
         marker: seq % 5 == 4,
         payload,
         audio_level: None,
+        video_orientation: None,
     };
     let n = e.write_media(&mut buf, &m, now).unwrap();
     buf[..n].to_vec()
@@ -137,6 +141,7 @@ fn header_carries_negotiated_extensions_and_opens_with_the_peer_keys() {
             marker: true,
             payload: &payload,
             audio_level: Some((30, true)),
+            video_orientation: None,
         };
         let n = e.write_media(&mut buf, &m, now).unwrap();
         // Level 2, transport-wide seq 3, abs-send-time 4, mid 2: 11 bytes padded to 12.
@@ -427,6 +432,7 @@ fn a_keyframe_burst_is_paced_at_two_and_a_half_times_the_estimate() {
             marker: i == 59,
             payload: &payload,
             audio_level: None,
+            video_orientation: None,
         };
         if let Some(n) = e.forward(&mut buf, &m, t0).unwrap() {
             b.open_rtp(&buf[..n]);
@@ -446,6 +452,7 @@ fn a_keyframe_burst_is_paced_at_two_and_a_half_times_the_estimate() {
         marker: false,
         payload: &small,
         audio_level: Some((20, false)),
+        video_orientation: None,
     };
     assert!(e.forward(&mut buf, &m, t0).unwrap().is_some());
     // Drain in 1 ms steps.
@@ -480,6 +487,7 @@ fn media(stream: usize, payload: &Arc<[u8]>, seq: u16) -> Media<'_> {
         marker: seq % 3 == 2,
         payload,
         audio_level: None,
+        video_orientation: None,
     }
 }
 
