@@ -39,7 +39,8 @@ impl ExtIds {
 pub(crate) struct ExtValues<'a> {
     /// RFC 6464: level in -dBov (0..=127) and the voice activity flag.
     pub audio_level: Option<(u8, bool)>,
-    /// 3GPP TS 26.114 §7.4.5: camera, flip and rotation bits, as the publisher sent them.
+    /// 3GPP TS 26.114 §7.4.5: the orientation byte as received (str0m keeps its two
+    /// rotation bits).
     pub video_orientation: Option<u8>,
     pub transport_cc: Option<u16>,
     /// Wall-clock time since the Unix epoch, for abs-send-time.

@@ -168,7 +168,7 @@ pub(crate) struct Egress {
     /// Index of the next stream due a sender report in this round.
     report_cursor: usize,
     /// The subscriber's receiver reference times not yet answered.
-    rrtr: ReferenceTimes,
+    reference_times: ReferenceTimes,
     pub stats: EgressStats,
 }
 
@@ -197,7 +197,7 @@ impl Egress {
             clock: WallClock::now(now),
             next_report: now + SR_INTERVAL,
             report_cursor: 0,
-            rrtr: ReferenceTimes::default(),
+            reference_times: ReferenceTimes::default(),
             stats: EgressStats::default(),
         })
     }
@@ -364,7 +364,7 @@ impl Egress {
             log,
             bwe,
             stats,
-            rrtr,
+            reference_times,
             ..
         } = self;
         let ok = rtcp::parse_compound(&scratch[..plain], |fb| match fb {
@@ -393,7 +393,7 @@ impl Egress {
                     }
                 }
             }
-            Feedback::Rrtr { ssrc, lrr } => rrtr.note(ssrc, lrr, now),
+            Feedback::Rrtr { ssrc, lrr } => reference_times.note(ssrc, lrr, now),
         });
         if !ok {
             self.stats.rtcp_errors += 1;
@@ -477,7 +477,8 @@ impl Egress {
 
     /// Writes the next due sender report as SRTCP into `buf`, one stream per call, for
     /// the streams that have sent since the `Egress` was made. The first one after a
-    /// reference time carries its DLRR answer, one item per receiver SSRC. `None` when none is due.
+    /// reference time carries its DLRR answer, one item per receiver SSRC. `None` when none
+    /// is due.
     pub(crate) fn write_report(
         &mut self,
         buf: &mut [u8],
@@ -510,7 +511,7 @@ impl Egress {
             }
             let mut n = rtcp::write_sr(buf, &info);
             let mut answers = [Dlrr::default(); MAX_REFERENCE_TIMES];
-            let count = self.rrtr.answer(now, &mut answers);
+            let count = self.reference_times.answer(now, &mut answers);
             if count > 0 {
                 n += rtcp::write_dlrr(&mut buf[n..], info.ssrc, &answers[..count]);
             }
