@@ -375,7 +375,8 @@ PY
 say "## soak $(date -u +%Y-%m-%dT%H:%MZ)"
 say ""
 say "Command: \`loadtest/soak.sh --minutes $MINUTES${ONLY:+ --only $ONLY}${TURN_CAP:+ --turn-capacity $TURN_CAP} --sfu-capacity $SFU_CAP --sample-s $SAMPLE --segment-s $SEGMENT\`"
-say "plenary $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)'); servers on CPU $SERVER_CPU, load on CPU $LOAD_CPU; load average at start: $LOAD_BUSY"
+# The checkout's HEAD need not be what the binary was built from: its build time tells.
+say "checkout $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)'); binary $PLENARY built $(date -u -r "$PLENARY" +%Y-%m-%dT%H:%MZ); servers on CPU $SERVER_CPU, load on CPU $LOAD_CPU; load average at start: $LOAD_BUSY"
 say ""
 [ "$ONLY" != sfu ] && turn_phase
 [ "$ONLY" != turn ] && sfu_phase
