@@ -318,9 +318,9 @@ sfu_phase() {
   local crashed; crashed=$(crashes "$dir/server.log" "$server")
   local stalls; stalls=$(curl -s --max-time 2 "http://$metrics/metrics" | msum plenary_sfu_stalls_total)
   local members; members=$(span "$dir/samples.csv" plenary_sfu_room_members 30 $((load_s - 10)))
-  local qoe; qoe=$(python3 - "$dir" <<'PY'
+  local qoe; qoe=$(python3 - "$dir" "$held" <<'PY'
 import glob, json, sys
-d = sys.argv[1]
+d, listeners = sys.argv[1], int(sys.argv[2])
 try:
     r = json.load(open(d + "/assembly/report.json"))
     s = r["steps"][-1]
@@ -340,8 +340,14 @@ try:
     worst_a = max(sum(x["audio_loss_pct"] for x in m) / len(m) for m in minutes.values())
     worst_v = max(sum(x["video_loss_pct"] for x in m) / len(m) for m in minutes.values())
     worst = f"{worst_a:.2f}% audio, {worst_v:.2f}% video (mean of each minute's per-second loss; {len(minutes)} minutes)"
+    # The layers the SFU chose set the load: the same count of listeners on a lower layer
+    # is a lighter soak.
+    rates = [sum(x["rx_mbps"] for x in m) / len(m) for m in minutes.values()]
+    delivered = (f"{min(rates):.0f}–{max(rates):.0f} Mbit/s per minute "
+                 f"({max(rates) / max(listeners, 1):.2f} Mbit/s per listener at most)")
 except Exception as e:
     worst = f"n/a ({e})"
+    delivered = "n/a"
 cycles = failed = joins_failed = 0
 for f in glob.glob(d + "/churn-*/report.json"):
     cycles += 1
@@ -349,10 +355,10 @@ for f in glob.glob(d + "/churn-*/report.json"):
     st = c["steps"][-1]
     joins_failed += st["joins"]["failed"]
     failed += 0 if st["held"] else 1
-print(f"{main}|{worst}|{cycles}|{failed}|{joins_failed}")
+print(f"{main}|{worst}|{delivered}|{cycles}|{failed}|{joins_failed}")
 PY
 )
-  IFS='|' read -r qmain qworst ncycles nfailed jfailed <<<"$qoe"
+  IFS='|' read -r qmain qworst qrate ncycles nfailed jfailed <<<"$qoe"
   IFS='|' read -r dpct dwhat dpeak <<<"$dr"
   IFS='|' read -r iok iline <<<"$idle"
   say "- load ran ${load_s} s; samples every ${SAMPLE} s: \`samples.csv\`"
@@ -365,6 +371,7 @@ PY
   say "| room members, min / max after the joins ($held assembly + churn) | $members |"
   say "| assembly QoE over the run (thresholds of assembly.toml) | $qmain |"
   say "| worst minute | $qworst |"
+  say "| delivered to the assembly (the layer mix sets the load) | $qrate |"
   say "| churn cycles (failed to hold / joins failed) | $ncycles ($nfailed / $jfailed) |"
   say "| gauges back to idle after the load | $iok: $iline |"
   say ""
