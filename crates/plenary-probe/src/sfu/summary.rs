@@ -31,7 +31,7 @@ pub fn describe(s: &StepResult) -> String {
         crate::stats::knee::step_verdict(s.valid, s.held, &s.invalid_reasons, &s.breaches);
     let m = &s.metrics;
     format!(
-        "{} | joins {:.0}% | p95: audio loss {}% freeze {}% fps {}% delay {} ms jitter {} ms | rx {:.1} Mbit/s | probe cpu {:.0}% lag p99 {:.1} ms{}",
+        "{} | joins {:.0}% | p95: audio loss {}% freeze {}% fps {}% delay {} ms jitter {} ms | rx {:.1} Mbit/s ({:.2} each) | probe cpu {:.0}% lag p99 {:.1} ms{}",
         verdict,
         s.joins.join_pct,
         p95(&m.audio_loss_pct),
@@ -40,6 +40,8 @@ pub fn describe(s: &StepResult) -> String {
         p95(&m.delay_ms),
         p95(&m.jitter_ms),
         s.rx_mbps,
+        // The layers the SFU chose: the same count on lower layers is a lighter load.
+        s.rx_mbps / f64::from(s.participants.max(1)),
         s.probe.load.cpu_pct,
         s.probe_lag_ms.p99,
         s.server
