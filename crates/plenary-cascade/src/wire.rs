@@ -2,8 +2,8 @@
 //!
 //! Datagram = QUIC varint flow id, then one RTP packet (RFC 3550 header, an optional RFC 8285
 //! one-byte extension block carrying the RFC 6464 audio level and the video orientation, then
-//! the payload). The flow id
-//! is `track << 2 | layer`, `track` being the id the owning node gave the track.
+//! the payload). The flow id is `track << 2 | layer`, `track` being the id the owning node
+//! gave the track.
 //!
 //! Control = frames of a 4-byte big-endian length then a JSON `ControlMsg`, at most
 //! `MAX_CONTROL_FRAME` bytes.
@@ -48,7 +48,7 @@ pub struct MediaPacket<'a> {
     /// RFC 6464: level in -dBov (0..=127), as a negative value like str0m's.
     pub audio_level: Option<i8>,
     pub voice_activity: Option<bool>,
-    /// The video orientation byte (C, F and the two rotation bits) the publisher sent.
+    /// The video orientation byte (C, F and the two rotation bits) as the sending node had it.
     pub video_orientation: Option<u8>,
     pub payload: &'a [u8],
 }

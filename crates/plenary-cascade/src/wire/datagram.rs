@@ -81,9 +81,10 @@ pub fn write_datagram<B: BufMut>(p: &MediaPacket<'_>, out: &mut B) {
     out.put_u32(p.ts);
     out.put_u32(p.ssrc);
     if ext {
+        // One 32-bit word: two elements of id << 4 | (length - 1 = 0) and one byte each, an
+        // absent one as two bytes of padding.
         out.put_u16(ONE_BYTE_PROFILE);
-        out.put_u16(1); // length in 32-bit words
-                        // Each element: id, low nibble length - 1 = 0, then its byte.
+        out.put_u16(1);
         match p.audio_level {
             Some(level) => {
                 out.put_slice(&[AUDIO_LEVEL_EXT_ID << 4, level_byte(level, p.voice_activity)])
@@ -295,7 +296,7 @@ mod tests {
         assert_eq!(out.len(), datagram_len(&p));
         // No level: its two bytes are padding; then id 2, length 1, the byte.
         assert_eq!(&out[13..21], &[0xBE, 0xDE, 0, 1, 0, 0, 0x20, 0b1001]);
-        // A node that predates the element skips it: its decoder saw an unknown id.
+        // An older node skips it as an unknown id (`accepts_csrcs_unknown_elements_and_padding`).
         assert_eq!(
             decode_datagram(&out).unwrap().video_orientation,
             Some(0b1001)
