@@ -4,7 +4,8 @@ compares the SFU media thread's busiest seconds with its ordinary ones: how busy
 second was (samples / 499), and which parts of the code grew in the busy seconds.
 
 Usage: perf script -i perf.data -F comm,tid,time,ip,sym,dso | loadtest/profile-seconds.py
-Env:   HZ (499), THREAD (comm prefix of the media thread, plenary-sfu-med), BUSY (0.95)."""
+Env:   HZ (499), THREAD (comm prefix of the media thread, plenary-sfu-med), BUSY (0.95),
+       MATCH (a regex on symbols, e.g. media::policy: its share in both kinds of second)."""
 import collections
 import os
 import re
@@ -13,6 +14,7 @@ import sys
 HZ = float(os.environ.get("HZ", "499"))
 THREAD = os.environ.get("THREAD", "plenary-sfu-med")
 BUSY = float(os.environ.get("BUSY", "0.95"))
+MATCH = os.environ.get("MATCH")
 LINE = re.compile(r"^\s*(\S.*?)\s+(\d+)\s+(\d+\.\d+):\s+[0-9a-f]+\s+(.*?)\s+\((.*)\)\s*$")
 
 # Coarse groups, first match wins; the pattern is looked for in "symbol (dso)".
@@ -78,6 +80,10 @@ for k, v in os_.items():
     go[group(k)] += v
 for g in sorted(set(gb) | set(go), key=lambda g: -(gb[g] - go[g])):
     print(f"  {g:12} {gb[g]:6.1%} {go[g]:6.1%}  {gb[g] - go[g]:+6.1%}")
+if MATCH:
+    mb = sum(v for k, v in bs.items() if re.search(MATCH, k))
+    mo = sum(v for k, v in os_.items() if re.search(MATCH, k))
+    print(f"  {MATCH!r:12} {mb:6.2%} {mo:6.2%}  {mb - mo:+6.2%}")
 print()
 print("symbols that grew most in the busy seconds (share of the core per second)")
 grow = sorted(set(bs) | set(os_), key=lambda k: -(bs.get(k, 0) - os_.get(k, 0)))
