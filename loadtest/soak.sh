@@ -23,7 +23,9 @@
 # Usage: loadtest/soak.sh [--minutes N] [--only turn|sfu] [--turn-capacity N]
 #          [--sfu-capacity N] [--sample-s S] [--segment-s S] [--out FILE]
 # Env: SERVER_CPU (0), LOAD_CPU (1), PLENARY (default target/release/plenary, built),
-#      KEEP (a directory for the raw samples and probe reports; default a temp dir, removed).
+#      KEEP (a directory for the raw samples and probe reports; default a temp dir, removed),
+#      SFU_LOG (the SFU's --log-level, default warn; e.g. "warn,plenary_sfu::media::policy=debug"
+#      logs every layer switch with the estimate and rates behind it).
 # Traffic stays on 127.0.0.1. Every probe runs under `timeout`; the script ends only the
 # processes it started, by PID.
 set -euo pipefail
@@ -44,6 +46,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 SERVER_CPU=${SERVER_CPU:-0}
+SFU_LOG=${SFU_LOG:-warn}
 LOAD_CPU=${LOAD_CPU:-1}
 if [ "$(nproc)" -lt 2 ]; then SERVER_CPU=0 LOAD_CPU=0; echo "warning: one core only; server and load share it" >&2; fi
 for tool in taskset python3 curl timeout; do
@@ -271,7 +274,7 @@ sfu_phase() {
   mkdir -p "$dir"
   http=127.0.0.1:$(free_port) metrics=127.0.0.1:$(free_port) media=127.0.0.1:$(free_port)
   taskset -c "$SERVER_CPU" "$PLENARY" sfu --http "$http" --media "$media" --metrics "$metrics" \
-    --log-level warn >"$dir/server.log" 2>&1 &
+    --log-level "$SFU_LOG" >"$dir/server.log" 2>&1 &
   local server=$!
   PIDS+=("$server")
   for _ in $(seq 100); do curl -sf "http://$http/healthz" >/dev/null 2>&1 && break; sleep 0.1; done

@@ -5,9 +5,11 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
+use serde_json::Value;
 use str0m::media::MediaKind;
 
 /// Media tests run one at a time: each drives an SFU and several clients with real-time
@@ -287,6 +289,80 @@ async fn simulcast_layer_switch_is_seamless() {
             kf_before[l - 1]
         );
     }
+    s.leave().await;
+    p.leave().await;
+    sfu.shutdown().await;
+}
+
+/// Dynacast must not pause a layer the SFU has not seen yet. In a 30-minute soak every
+/// listener sat on the presenter's middle layer: its first packets came before the top
+/// layer's, the first listener was bound to it, and asking the publisher for it alone paused
+/// the top layer before it ever arrived, so nobody could choose it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preferred_layer_that_has_not_arrived_yet_is_not_paused() {
+    let _serial = SERIAL.lock().await;
+    let sfu = start_sfu(|_| {}).await;
+    let http = sfu.http_addr();
+    let mut p = Client::join(http, "late", "pub").await;
+    let s = Client::join(http, "late", "sub").await;
+    let layers = [("q", 100_000), ("h", 400_000), ("f", 1_200_000)];
+    let plan = PublishPlan {
+        tag: 9,
+        audio: false,
+        video: layers
+            .iter()
+            .map(|&(rid, bps)| LayerPlan {
+                rid: Some(rid),
+                bps,
+            })
+            .collect(),
+    };
+    // Only the middle layer's encoder is running when the listener arrives.
+    p.publish_paused(plan, &[0, 2]).await;
+    let track = s.wait_track(&p.id, "video").await;
+    let mid = s.subscribe(&track, Some(2)).await;
+    s.wait_connected().await;
+    let ok = eventually(5 * SEC, || s.sub.shared.count_on(&mid) >= 30).await;
+    assert!(ok, "no video on the middle layer");
+    assert!(
+        s.sub.shared.records_on(&mid).iter().all(|r| r.layer == 1),
+        "only the middle layer was sent"
+    );
+
+    // From here the publisher sends exactly what the server asks for, as a browser does.
+    let wanted = || {
+        p.of_type("layers_wanted")
+            .into_iter()
+            .rfind(|v| v["track"] == track.as_str())
+    };
+    let mut top = false;
+    for _ in 0..100 {
+        if let Some(w) = wanted() {
+            let on: Vec<u64> = w["layers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_u64)
+                .collect();
+            for l in 0..3 {
+                p.publisher().layer_paused[l].store(!on.contains(&(l as u64)), Ordering::SeqCst);
+            }
+        }
+        if s.sub.shared.records_on(&mid).iter().any(|r| r.layer == 2) {
+            top = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let asked: Vec<Value> = p
+        .of_type("layers_wanted")
+        .into_iter()
+        .filter(|v| v["track"] == track.as_str())
+        .collect();
+    assert!(
+        top,
+        "the top layer never reached the listener in 10 s; the server asked for {asked:?}"
+    );
     s.leave().await;
     p.leave().await;
     sfu.shutdown().await;

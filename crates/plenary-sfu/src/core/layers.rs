@@ -20,6 +20,9 @@ pub struct RateMeter {
     /// Absolute index of the newest bucket written.
     head: u64,
     bytes: [u64; BUCKETS],
+    /// Bucket where the current unbroken run of packets began (a gap of two buckets or
+    /// more starts a new run).
+    run_start: u64,
 }
 
 impl RateMeter {
@@ -35,6 +38,9 @@ impl RateMeter {
     pub fn add(&mut self, now: Instant, bytes: usize) {
         let epoch = *self.epoch.get_or_insert(now);
         let b = self.bucket(epoch, now);
+        if b > self.head + 2 {
+            self.run_start = b;
+        }
         if b > self.head {
             let stale = (b - self.head).min(BUCKETS as u64);
             for k in 0..stale {
@@ -76,6 +82,29 @@ impl RateMeter {
             0 => None,
             r => Some(r),
         }
+    }
+
+    /// The rate while packets still come (one in this bucket or the one before), else
+    /// `None`. A layer that stopped would otherwise report its emptying window as its rate,
+    /// lower at every look, and a paused layer remembered at a tenth of its cost looks
+    /// cheaper than the layer below it.
+    pub fn flowing_rate(&self, now: Instant) -> Option<u64> {
+        let epoch = self.epoch?;
+        if self.bucket(epoch, now) > self.head + 1 {
+            return None;
+        }
+        self.rate(now)
+    }
+
+    /// [`flowing_rate`](Self::flowing_rate) once the current run of packets fills the whole
+    /// window: before that the rate of a layer that just started (or resumed) is a guess
+    /// from its first packets.
+    pub fn settled_rate(&self, now: Instant) -> Option<u64> {
+        let epoch = self.epoch?;
+        if self.bucket(epoch, now) < self.run_start + BUCKETS as u64 {
+            return None;
+        }
+        self.flowing_rate(now)
     }
 }
 

@@ -63,6 +63,7 @@ impl MediaLoop {
             ssrc,
             meter: RateMeter::default(),
             last_bps: 0,
+            measured: false,
         });
         l.ssrc = ssrc;
         l.meter.add(now, p.payload.len());

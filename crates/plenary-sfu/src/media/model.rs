@@ -58,8 +58,12 @@ impl From<&str0m::rtp::RtpPacket> for Packet {
 pub(crate) struct Layer {
     pub ssrc: u32,
     pub meter: RateMeter,
-    /// Last non-idle rate: a layer paused by dynacast stays choosable at what it cost.
+    /// Rate last measured while the layer flowed: a layer paused by dynacast stays choosable
+    /// at what it cost.
     pub last_bps: u64,
+    /// `last_bps` comes from a whole second of the layer flowing, not from its first packets.
+    /// Until then dynacast keeps asking for the layer (see `core::demand::wanted_mask`).
+    pub measured: bool,
 }
 
 pub(crate) struct Track {
@@ -113,12 +117,16 @@ impl Track {
         }
     }
 
-    /// Rate of each layer for the selector; refreshes `last_bps` (policy pass only).
+    /// Rate of each layer for the selector; refreshes `last_bps` while the layer flows
+    /// (policy pass only).
     pub(crate) fn layer_bps(&mut self, now: Instant) -> [Option<u64>; 3] {
         std::array::from_fn(|i| {
             let l = self.layers[i].as_mut()?;
-            if let Some(r) = l.meter.rate(now) {
+            if let Some(r) = l.meter.settled_rate(now) {
                 l.last_bps = r;
+                l.measured = true;
+            } else if let Some(r) = l.meter.flowing_rate(now).filter(|_| !l.measured) {
+                l.last_bps = r; // a first guess, until a whole second has been measured
             }
             Some(l.last_bps)
         })

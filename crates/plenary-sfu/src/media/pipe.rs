@@ -201,9 +201,12 @@ impl MediaLoop {
             ssrc,
             meter: crate::core::layers::RateMeter::default(),
             last_bps: bps,
+            measured: false,
         });
         l.ssrc = ssrc;
         l.last_bps = bps;
+        // The origin node measured it.
+        l.measured |= bps > 0;
         // A layer now choosable binds waiting slots at once; a new rate waits for the pass.
         if new {
             self.next_policy = Instant::now();

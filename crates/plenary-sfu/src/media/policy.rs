@@ -12,7 +12,7 @@ use super::model::{participant_name, track_name, Participant, SlotRef, Track};
 use super::slot::SlotRole;
 use super::MediaLoop;
 use crate::core::alloc::{allocate, VideoSlot};
-use crate::core::demand::LayerChange;
+use crate::core::demand::{wanted_mask, LayerChange};
 use crate::core::layers::LayerConfig;
 use crate::core::speaker::last_n;
 use crate::signal::{ServerMsg, TrackSource};
@@ -341,18 +341,22 @@ impl MediaLoop {
                 if slot.layer.is_some() {
                     self.stats.layer_switches += 1;
                 }
+                tracing::debug!(
+                    peer = peer_id,
+                    track = want.unwrap_or(0),
+                    from = ?slot.layer,
+                    to = ?layer,
+                    budget = ?budget[i],
+                    estimate = ?peer.estimate_bps,
+                    rates = ?rates[i],
+                    "layer_switch"
+                );
                 slot.layer = layer;
             }
-            // The layer forwarded, and the one asked for when the selector had to fall back
-            // above it (only a higher layer seen yet): without the latter, dynacast would
-            // pause the wanted layer at the publisher and the fallback would become for ever.
-            let mut mask = layer.map_or(0, |l| 1u8 << l.min(2));
-            if let Some(l) = layer {
-                let top = (track.rids.len().max(1) - 1) as u8;
-                if l > slot.max_layer {
-                    mask |= 1 << slot.max_layer.min(top);
-                }
-            }
+            // Dynacast must not pause a layer before anyone could choose it (see `wanted_mask`).
+            let seen =
+                std::array::from_fn(|l| track.layers[l].as_ref().is_some_and(|l| l.measured));
+            let mask = wanted_mask(layer, slot.max_layer, track.rids.len(), seen);
             let wanted = want.map(|t| (t, mask)).filter(|(_, m)| *m != 0);
             set_demand(room, slot, slot_key(peer_id, i), wanted, changes);
             if let (Some(pending), Some(l)) = (slot.switcher.pending(), layer) {

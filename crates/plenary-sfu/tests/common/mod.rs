@@ -171,6 +171,9 @@ pub struct PeerShared {
     pub keyframe_requests: [AtomicU64; 3],
     /// Publisher: keyframes sent per layer index.
     pub keyframes_sent: [AtomicU64; 3],
+    /// Publisher: layers not sent (per layer index), as a browser's encoder does with a
+    /// simulcast encoding set inactive; a resumed layer starts with a keyframe.
+    pub layer_paused: [AtomicBool; 3],
     /// Receiver: NACKs this peer sent (from str0m ingress stats, summed over streams).
     pub nacks: Mutex<HashMap<String, u64>>,
     pub drop: Mutex<Option<DropPlan>>,
@@ -371,6 +374,10 @@ impl SenderState {
             if now >= due {
                 let ts = (self.frame * (90_000 / FPS)) as u32;
                 for (i, l) in self.layers.iter_mut().enumerate() {
+                    if sh.layer_paused[i].load(Ordering::Relaxed) {
+                        l.key_pending = true;
+                        continue;
+                    }
                     let bytes = (l.bps / 8 / FPS) as usize;
                     let packets = bytes.div_ceil(MAX_PAYLOAD).max(1);
                     let key = std::mem::take(&mut l.key_pending);
@@ -788,6 +795,12 @@ impl Client {
     /// Publishes `plan` on a new publish connection and starts its media thread (media flows
     /// once connected and `sending` is set; it is set here).
     pub async fn publish(&mut self, plan: PublishPlan) {
+        self.publish_paused(plan, &[]).await;
+    }
+
+    /// As [`Client::publish`], with the video layers at `paused` (indices) not sent from the
+    /// start, as if their encoders had not started yet.
+    pub async fn publish_paused(&mut self, plan: PublishPlan, paused: &[usize]) {
         let (mut rtc, sock) = new_rtc(false);
         let mut api = rtc.sdp_api();
         let amid = plan
@@ -831,6 +844,9 @@ impl Client {
             .expect("publish answer accepted");
         let sender = SenderState::new(&rtc, &plan, amid, vmid);
         let shared = Arc::new(PeerShared::default());
+        for &l in paused {
+            shared.layer_paused[l].store(true, Ordering::SeqCst);
+        }
         shared.sending.store(true, Ordering::SeqCst);
         self.publ = Some(spawn_peer(rtc, sock, Some(sender), shared));
         self.pub_mids = (amid.map(|m| m.to_string()), vmid.map(|m| m.to_string()));

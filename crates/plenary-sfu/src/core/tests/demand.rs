@@ -1,4 +1,4 @@
-use crate::core::demand::{Demand, LayerChange};
+use crate::core::demand::{wanted_mask, Demand, LayerChange};
 
 fn ch(track: u64, layer: u8, wanted: bool) -> LayerChange {
     LayerChange {
@@ -84,4 +84,29 @@ fn track_removed() {
     c.clear();
     d.set(1, 10, Some(0), &mut c);
     assert_eq!(c, vec![ch(10, 0, true)]);
+}
+
+#[test]
+fn a_preferred_layer_never_seen_is_asked_for_so_it_can_arrive() {
+    // The soak's deadlock: the presenter's middle layer arrived first, the first listener
+    // was bound to it, and asking for it alone paused the top layer before its first packet.
+    let only_middle = [false, true, false];
+    assert_eq!(wanted_mask(Some(1), 2, 3, only_middle), 0b110);
+    // Once the top layer has been seen, a listener held below it by its estimate does not
+    // keep it running: its rate is known and the selector asks for it when it fits.
+    assert_eq!(wanted_mask(Some(1), 2, 3, [true, true, true]), 0b010);
+    assert_eq!(wanted_mask(Some(0), 2, 3, [true, false, true]), 0b011);
+    // Nothing above the preference, and nothing above what the publisher declared.
+    assert_eq!(wanted_mask(Some(0), 1, 3, [true, false, false]), 0b011);
+    assert_eq!(wanted_mask(Some(0), 2, 2, [true, false, false]), 0b011);
+    assert_eq!(wanted_mask(Some(0), 2, 1, [true, false, false]), 0b001);
+}
+
+#[test]
+fn a_fallback_above_the_preference_also_asks_for_the_preference() {
+    // Only the top layer seen yet: forwarded, and the preferred low layer asked for too.
+    assert_eq!(wanted_mask(Some(2), 0, 3, [false, false, true]), 0b101);
+    assert_eq!(wanted_mask(Some(2), 0, 3, [true, false, true]), 0b101);
+    assert_eq!(wanted_mask(Some(2), 2, 3, [false, false, true]), 0b100);
+    assert_eq!(wanted_mask(None, 2, 3, [false; 3]), 0);
 }

@@ -154,3 +154,53 @@ fn preference_and_availability_changes_apply_at_once() {
     let mut s = LayerSelector::new(LayerConfig::default());
     assert_eq!(s.choose(t0, Some(1), 2, &rates), Some(1));
 }
+
+#[test]
+fn a_stopped_layer_keeps_no_emptying_window_as_its_rate() {
+    let t0 = Instant::now();
+    let mut m = RateMeter::new();
+    // 1000 bytes every 10 ms for 2 s (800 kbit/s), then the publisher pauses the layer.
+    for i in 0..200 {
+        m.add(t0 + ms(10 * i), 1000);
+    }
+    let last = t0 + ms(1990);
+    let flowing = m.flowing_rate(last + ms(50)).expect("still flowing");
+    assert!(near(flowing, 800_000, 10), "{flowing}");
+    // Half a second later the window is half empty: `rate` reports it, `flowing_rate` not.
+    let half = m.rate(last + ms(500)).expect("within the second");
+    assert!(half < 500_000, "{half}");
+    assert_eq!(m.flowing_rate(last + ms(250)), None);
+    assert_eq!(m.flowing_rate(last + ms(500)), None);
+    // Flowing again: measured again.
+    for i in 0..20 {
+        m.add(last + ms(3000 + 10 * i), 1000);
+    }
+    assert!(m.flowing_rate(last + ms(3195)).is_some());
+}
+
+#[test]
+fn a_rate_settles_only_after_a_whole_second_of_one_run() {
+    let t0 = Instant::now();
+    let mut m = RateMeter::new();
+    // A layer's first packets: a rate, but not a settled one.
+    for i in 0..50 {
+        m.add(t0 + ms(10 * i), 1000);
+    }
+    assert!(m.flowing_rate(t0 + ms(495)).is_some());
+    assert_eq!(m.settled_rate(t0 + ms(495)), None);
+    for i in 50..150 {
+        m.add(t0 + ms(10 * i), 1000);
+    }
+    let settled = m.settled_rate(t0 + ms(1495)).expect("a second of one run");
+    assert!(near(settled, 800_000, 5), "{settled}");
+    // Paused for 3 s, then resumed: the new run starts over.
+    let t1 = t0 + ms(4500);
+    for i in 0..30 {
+        m.add(t1 + ms(10 * i), 1000);
+    }
+    assert_eq!(m.settled_rate(t1 + ms(295)), None);
+    for i in 30..110 {
+        m.add(t1 + ms(10 * i), 1000);
+    }
+    assert!(m.settled_rate(t1 + ms(1095)).is_some());
+}
