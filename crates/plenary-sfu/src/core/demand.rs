@@ -28,18 +28,23 @@ pub struct Demand {
 const ALL: u8 = (1 << LAYERS) - 1;
 
 /// The layers one subscriber's slot asks the publisher for: the layer it is forwarded
-/// (`chosen`), and the layers its selector could not pick only because none of their packets
-/// has arrived yet (`seen[l]` false).
+/// (`chosen`), and the layers its selector cannot judge yet because their rate has not been
+/// measured over a whole second of them flowing (`measured[l]` false).
 ///
-/// A paused layer sends nothing, so a layer asked for by nobody before its first packet
-/// arrived would never arrive: that subscriber, and every later one, would stay below it for
-/// the whole meeting. So a slot also asks for its preferred layer when the selector fell back
-/// above it, and for every layer between its choice and its preference that was never seen.
-/// A layer that was seen and is paused is not asked for: its rate is known, and the selector
-/// asks for it once the estimate affords it.
+/// A paused layer sends nothing, so a layer nobody asked for before it was measured would
+/// never be measured: that subscriber, and every later one, would stay below it for the
+/// whole meeting. So a slot also asks for its preferred layer when the selector fell back
+/// above it, and for every layer between its choice and its preference that is not
+/// measured. A measured layer that is paused is not asked for: its rate is known, and the
+/// selector asks for it once the estimate affords it.
 ///
 /// `declared` is how many layers the publisher declared (its rids; 1 without simulcast).
-pub fn wanted_mask(chosen: Option<u8>, preferred: u8, declared: usize, seen: [bool; LAYERS]) -> u8 {
+pub fn wanted_mask(
+    chosen: Option<u8>,
+    preferred: u8,
+    declared: usize,
+    measured: [bool; LAYERS],
+) -> u8 {
     let Some(chosen) = chosen else {
         return 0;
     };
@@ -50,7 +55,7 @@ pub fn wanted_mask(chosen: Option<u8>, preferred: u8, declared: usize, seen: [bo
         m |= mask(Some(preferred));
     }
     for l in chosen.saturating_add(1)..=preferred {
-        if !seen[usize::from(l)] {
+        if !measured[usize::from(l)] {
             m |= mask(Some(l));
         }
     }

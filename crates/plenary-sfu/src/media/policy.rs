@@ -354,9 +354,9 @@ impl MediaLoop {
                 slot.layer = layer;
             }
             // Dynacast must not pause a layer before anyone could choose it (see `wanted_mask`).
-            let seen =
+            let measured =
                 std::array::from_fn(|l| track.layers[l].as_ref().is_some_and(|l| l.measured));
-            let mask = wanted_mask(layer, slot.max_layer, track.rids.len(), seen);
+            let mask = wanted_mask(layer, slot.max_layer, track.rids.len(), measured);
             let wanted = want.map(|t| (t, mask)).filter(|(_, m)| *m != 0);
             set_demand(room, slot, slot_key(peer_id, i), wanted, changes);
             if let (Some(pending), Some(l)) = (slot.switcher.pending(), layer) {

@@ -87,12 +87,12 @@ fn track_removed() {
 }
 
 #[test]
-fn a_preferred_layer_never_seen_is_asked_for_so_it_can_arrive() {
+fn a_preferred_layer_not_yet_measured_is_asked_for_so_it_can_be() {
     // The soak's deadlock: the presenter's middle layer arrived first, the first listener
     // was bound to it, and asking for it alone paused the top layer before its first packet.
     let only_middle = [false, true, false];
     assert_eq!(wanted_mask(Some(1), 2, 3, only_middle), 0b110);
-    // Once the top layer has been seen, a listener held below it by its estimate does not
+    // Once the top layer has been measured, a listener held below it by its estimate does not
     // keep it running: its rate is known and the selector asks for it when it fits.
     assert_eq!(wanted_mask(Some(1), 2, 3, [true, true, true]), 0b010);
     assert_eq!(wanted_mask(Some(0), 2, 3, [true, false, true]), 0b011);
@@ -104,7 +104,7 @@ fn a_preferred_layer_never_seen_is_asked_for_so_it_can_arrive() {
 
 #[test]
 fn a_fallback_above_the_preference_also_asks_for_the_preference() {
-    // Only the top layer seen yet: forwarded, and the preferred low layer asked for too.
+    // Only the top layer measured yet: forwarded, and the preferred low layer asked for too.
     assert_eq!(wanted_mask(Some(2), 0, 3, [false, false, true]), 0b101);
     assert_eq!(wanted_mask(Some(2), 0, 3, [true, false, true]), 0b101);
     assert_eq!(wanted_mask(Some(2), 2, 3, [false, false, true]), 0b100);
