@@ -266,17 +266,10 @@ async fn a_track_crosses_a_link_once_in_the_demanded_layer() {
     let node_b = node(&redis, "node-b", SECRET).await;
     let mut ada = Client::join(node_a.http_addr(), "r", "ada").await;
     const LOW_BPS: u64 = 100_000;
-    ada.publish(PublishPlan {
-        tag: 1,
-        audio: false,
-        video: [("q", LOW_BPS), ("h", 400_000), ("f", 1_200_000)]
-            .iter()
-            .map(|&(rid, bps)| LayerPlan {
-                rid: Some(rid),
-                bps,
-            })
-            .collect(),
-    })
+    ada.publish(PublishPlan::simulcast(
+        1,
+        &[("q", LOW_BPS), ("h", 400_000), ("f", 1_200_000)],
+    ))
     .await;
     ada.wait_connected().await;
     let a_to_b = |n: &RunningSfu| {

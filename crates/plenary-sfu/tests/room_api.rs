@@ -204,18 +204,7 @@ async fn simulcast_layer_switch_is_seamless() {
     let mut p = Client::join(http, "sim", "pub").await;
     let s = Client::join(http, "sim", "sub").await;
     let layers = [("q", 100_000), ("h", 400_000), ("f", 1_200_000)];
-    p.publish(PublishPlan {
-        tag: 7,
-        audio: false,
-        video: layers
-            .iter()
-            .map(|&(rid, bps)| LayerPlan {
-                rid: Some(rid),
-                bps,
-            })
-            .collect(),
-    })
-    .await;
+    p.publish(PublishPlan::simulcast(7, &layers)).await;
     let track = s.wait_track(&p.id, "video").await;
     let info = s
         .of_type("track_published")
@@ -306,19 +295,9 @@ async fn a_preferred_layer_that_has_not_arrived_yet_is_not_paused() {
     let mut p = Client::join(http, "late", "pub").await;
     let s = Client::join(http, "late", "sub").await;
     let layers = [("q", 100_000), ("h", 400_000), ("f", 1_200_000)];
-    let plan = PublishPlan {
-        tag: 9,
-        audio: false,
-        video: layers
-            .iter()
-            .map(|&(rid, bps)| LayerPlan {
-                rid: Some(rid),
-                bps,
-            })
-            .collect(),
-    };
     // Only the middle layer's encoder is running when the listener arrives.
-    p.publish_paused(plan, &[0, 2]).await;
+    p.publish_paused(PublishPlan::simulcast(9, &layers), &[0, 2])
+        .await;
     let track = s.wait_track(&p.id, "video").await;
     let mid = s.subscribe(&track, Some(2)).await;
     s.wait_connected().await;

@@ -105,6 +105,21 @@ impl PublishPlan {
         }
     }
 
+    /// A camera in simulcast layers `(rid, bps)`, lowest first, and no microphone.
+    pub fn simulcast(tag: u8, layers: &[(&'static str, u64)]) -> PublishPlan {
+        PublishPlan {
+            tag,
+            audio: false,
+            video: layers
+                .iter()
+                .map(|&(rid, bps)| LayerPlan {
+                    rid: Some(rid),
+                    bps,
+                })
+                .collect(),
+        }
+    }
+
     pub fn audio_only(tag: u8) -> PublishPlan {
         PublishPlan {
             tag,
