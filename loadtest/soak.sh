@@ -30,6 +30,8 @@
 # processes it started, by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=loadtest/turn-loopback.sh
+. loadtest/turn-loopback.sh
 
 MINUTES=30 ONLY="" TURN_CAP="" SFU_CAP=300 SAMPLE=5 SEGMENT=60 OUT=""
 while [ $# -gt 0 ]; do
@@ -154,24 +156,7 @@ turn_phase() {
   local port metrics secret=soak-secret dir=$WORK/turn
   mkdir -p "$dir"
   port=$(free_port) metrics=127.0.0.1:$(free_port)
-  cat >"$dir/turn.toml" <<EOF
-[listen]
-ips = ["127.0.0.1"]
-port = $port
-[relay]
-ips = ["127.0.0.1"]
-min_port = 40000
-max_port = 49999
-[auth]
-realm = "soak"
-secrets = ["$secret"]
-[peers]
-allowed = ["127.0.0.1"]
-allow_loopback = true
-[ops]
-metrics_addr = "$metrics"
-log_level = "warn"
-EOF
+  loopback_turn_config "$dir/turn.toml" "$port" "$metrics" soak "$secret"
   taskset -c "$SERVER_CPU" "$PLENARY" turn --config "$dir/turn.toml" >"$dir/server.log" 2>&1 &
   local server=$!
   PIDS+=("$server")

@@ -13,6 +13,8 @@
 # stays on 127.0.0.1; every run is bounded by --seconds and a timeout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=loadtest/turn-loopback.sh
+. loadtest/turn-loopback.sh
 
 [ $# -ge 2 ] || { sed -n 2,13p "$0"; exit 2; }
 A=$(realpath "$1") B=$(realpath "$2"); shift 2
@@ -39,24 +41,7 @@ run_one() { # BIN LABEL ROUND
   local bin=$1 label=$2 round=$3 port metrics dir=$WORK/$2-$3
   mkdir -p "$dir"
   port=$(free_port) metrics=127.0.0.1:$(free_port)
-  cat >"$dir/turn.toml" <<EOF
-[listen]
-ips = ["127.0.0.1"]
-port = $port
-[relay]
-ips = ["127.0.0.1"]
-min_port = 40000
-max_port = 49999
-[auth]
-realm = "cost"
-secrets = ["cost-secret"]
-[peers]
-allowed = ["127.0.0.1"]
-allow_loopback = true
-[ops]
-metrics_addr = "$metrics"
-log_level = "warn"
-EOF
+  loopback_turn_config "$dir/turn.toml" "$port" "$metrics" cost "cost-secret"
   taskset -c 0 "$B" turn --config "$dir/turn.toml" >"$dir/server.log" 2>&1 &
   SERVER=$!
   for _ in $(seq 100); do curl -sf "http://$metrics/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
